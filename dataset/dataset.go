@@ -1,0 +1,439 @@
+package dataset
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/zenithfs/zenithfs/format"
+	"github.com/zenithfs/zenithfs/source"
+)
+
+// indexVersion is part of every index key: bump it when the batch encoding
+// or the index layout changes, so old persisted indexes are not trusted.
+const indexVersion = "zenithfs-index-1"
+
+// ErrChanged is returned when a source changed while a batch was built from
+// it; the batch is discarded, never served.
+var ErrChanged = errors.New("source changed while reading")
+
+// ErrSchemaMismatch is wrapped when two source files have different schemas.
+var ErrSchemaMismatch = errors.New("schemas differ")
+
+// ErrNoSources is wrapped when a dataset location holds no supported file.
+var ErrNoSources = errors.New("no supported source files")
+
+// Options configure a dataset.
+type Options struct {
+	BatchSize int            // rows per batch (default 1024)
+	Format    format.Options // CSV/JSONL schema, text segment size
+	// StateDir, when set, persists indexes under StateDir/index so a second
+	// mount of unchanged sources skips the index pass.
+	StateDir string
+	Workers  int // parallel index workers (default 1)
+	// SegmentCacheBytes bounds decoded segments kept for reuse (default 64 MiB).
+	SegmentCacheBytes int64
+	// CheckInterval is the least time between two source-change checks (0: every call).
+	CheckInterval time.Duration
+	// VerifyAfterBuild re-stats the sources of each batch after building it,
+	// so a source rewritten mid-read is never served (cheap locally).
+	VerifyAfterBuild bool
+	Logger           *slog.Logger
+	// Progress, when set, is called during the index pass.
+	Progress func(name string, done, total int64)
+}
+
+func (o *Options) defaults() {
+	if o.BatchSize <= 0 {
+		o.BatchSize = 1024
+	}
+	if o.Workers <= 0 {
+		o.Workers = 1
+	}
+	if o.SegmentCacheBytes <= 0 {
+		o.SegmentCacheBytes = 64 << 20
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Location names a dataset's sources within a store: one key (a single
+// file), or a prefix (every supported file below it, in key order).
+type Location struct {
+	Store  source.Store
+	Key    string // a single object, when Prefix is false
+	Prefix bool
+	// StoreID distinguishes stores in index keys (e.g. "file:/data" or "s3://bucket/prefix").
+	StoreID string
+}
+
+// Dataset is one mounted dataset: sources, their index, and the current
+// snapshot. It is safe for concurrent use.
+type Dataset struct {
+	Name string
+	loc  Location
+	opts Options
+	log  *slog.Logger
+	segs *segCache
+
+	mu        sync.Mutex // serialises loads and checks
+	cur       atomic.Pointer[Snapshot]
+	loadErr   atomic.Pointer[error]
+	lastCheck time.Time
+	gen       uint64
+}
+
+// New returns a dataset; call Load before use.
+func New(name string, loc Location, opts Options) *Dataset {
+	opts.defaults()
+	return &Dataset{Name: name, loc: loc, opts: opts, log: opts.Logger.With("dataset", name), segs: newSegCache(opts.SegmentCacheBytes)}
+}
+
+// List returns the dataset's source objects, in order. It fails if the
+// location does not exist or holds no supported file.
+func (d *Dataset) List(ctx context.Context) ([]source.Info, error) {
+	if !d.loc.Prefix {
+		info, err := d.loc.Store.Stat(ctx, d.loc.Key)
+		if err != nil {
+			return nil, err
+		}
+		return []source.Info{info}, nil
+	}
+	all, err := d.loc.Store.List(ctx, d.loc.Key)
+	if err != nil {
+		return nil, err
+	}
+	var out []source.Info
+	for _, info := range all {
+		if format.Supported(info.Key) {
+			out = append(out, info)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s: %w (.parquet, .arrow, .arrows, .csv, .jsonl)", d.loc.StoreID, ErrNoSources)
+	}
+	return out, nil
+}
+
+// Load lists and indexes the sources and makes the result current.
+func (d *Dataset) Load(ctx context.Context) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.loadLocked(ctx)
+}
+
+func (d *Dataset) loadLocked(ctx context.Context) error {
+	infos, err := d.List(ctx)
+	if err == nil {
+		var s *Snapshot
+		s, err = d.index(ctx, infos)
+		if err == nil {
+			d.gen++
+			s.Gen = d.gen
+			d.cur.Store(s)
+			d.loadErr.Store(nil)
+			d.lastCheck = time.Now()
+			return nil
+		}
+	}
+	err = fmt.Errorf("dataset %s: %w", d.Name, err)
+	d.loadErr.Store(&err)
+	d.lastCheck = time.Now()
+	return err
+}
+
+// Current returns the current snapshot, or the reason there is none.
+func (d *Dataset) Current() (*Snapshot, error) {
+	if s := d.cur.Load(); s != nil {
+		if e := d.loadErr.Load(); e == nil {
+			return s, nil
+		}
+	}
+	if e := d.loadErr.Load(); e != nil {
+		return nil, *e
+	}
+	return nil, fmt.Errorf("dataset %s: not loaded", d.Name)
+}
+
+// Err is the reason the last load failed, or nil.
+func (d *Dataset) Err() error {
+	if e := d.loadErr.Load(); e != nil {
+		return *e
+	}
+	return nil
+}
+
+// Check looks for changed sources (new, removed or rewritten files) at
+// most once per CheckInterval, and re-indexes when it finds one. It
+// returns the snapshot current afterwards.
+func (d *Dataset) Check(ctx context.Context) (*Snapshot, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if time.Since(d.lastCheck) < d.opts.CheckInterval {
+		return d.Current()
+	}
+	cur := d.cur.Load()
+	infos, err := d.List(ctx)
+	d.lastCheck = time.Now()
+	if err == nil && cur != nil && d.Err() == nil && sameSources(cur.sources(), infos) {
+		return cur, nil
+	}
+	if err != nil && errors.Is(err, context.Canceled) {
+		return nil, err
+	}
+	d.log.Info("sources changed; re-indexing")
+	if err := d.loadLocked(ctx); err != nil {
+		d.log.Error("re-index failed", "err", err)
+		return nil, err
+	}
+	return d.Current()
+}
+
+func sameSources(a, b []source.Info) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].Key != b[i].Key || a[i].Identity() != b[i].Identity() {
+			return false
+		}
+	}
+	return true
+}
+
+// SegmentStats reports the decoded-segment cache's hits, misses and bytes.
+func (d *Dataset) SegmentStats() (hits, misses uint64, bytes int64) { return d.segs.stats() }
+
+// Snapshot is an immutable view of a dataset at one set of source
+// identities: its files, schema, batches and their exact encoded sizes.
+type Snapshot struct {
+	ds        *Dataset
+	Gen       uint64 // increases with every re-index of the dataset
+	ID        string // content identity: sources, batch size, index version
+	Files     []*SourceFile
+	schema    *arrow.Schema
+	Rows      int64
+	BatchSize int64
+	sizes     []int64
+	batchErrs map[int]error
+	IndexedIn time.Duration
+	FromCache bool // index loaded from the state dir
+}
+
+// SourceFile is one indexed source file.
+type SourceFile struct {
+	Info     source.Info
+	FirstRow int64
+	Index    *format.File
+	reader   *format.Reader
+	segStart []int64 // first row of each segment, within the file
+}
+
+func (s *Snapshot) sources() []source.Info {
+	out := make([]source.Info, len(s.Files))
+	for i, f := range s.Files {
+		out[i] = f.Info
+	}
+	return out
+}
+
+// Schema is the dataset's Arrow schema.
+func (s *Snapshot) Schema() *arrow.Schema { return s.schema }
+
+// NumBatches is the number of batch files.
+func (s *Snapshot) NumBatches() int {
+	if s.Rows == 0 {
+		return 0
+	}
+	return int((s.Rows + s.BatchSize - 1) / s.BatchSize)
+}
+
+// BatchRows returns the row range [lo, hi) of batch k.
+func (s *Snapshot) BatchRows(k int) (lo, hi int64) {
+	lo = int64(k) * s.BatchSize
+	hi = min(lo+s.BatchSize, s.Rows)
+	return lo, hi
+}
+
+// Size is the exact encoded size of batch k, or the reason it cannot be built.
+func (s *Snapshot) Size(k int) (int64, error) {
+	if k < 0 || k >= len(s.sizes) {
+		return 0, fmt.Errorf("batch %d of %d: %w", k, len(s.sizes), source.ErrNotExist)
+	}
+	if err := s.batchErrs[k]; err != nil {
+		return 0, err
+	}
+	return s.sizes[k], nil
+}
+
+// Key identifies batch k's bytes across snapshots and mounts: equal keys,
+// equal bytes.
+func (s *Snapshot) Key(k int) string { return fmt.Sprintf("%s/%d", s.ID, k) }
+
+// Build encodes batch k as an Arrow IPC file.
+func (s *Snapshot) Build(ctx context.Context, k int) ([]byte, error) {
+	if _, err := s.Size(k); err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	buf.Grow(int(s.sizes[k]))
+	if err := s.encode(ctx, k, &buf); err != nil {
+		return nil, err
+	}
+	if int64(buf.Len()) != s.sizes[k] {
+		return nil, fmt.Errorf("batch %d: built %d bytes, index says %d: %w", k, buf.Len(), s.sizes[k], ErrChanged)
+	}
+	if s.ds.opts.VerifyAfterBuild {
+		if err := s.verify(ctx, k); err != nil {
+			return nil, err
+		}
+	}
+	return buf.Bytes(), nil
+}
+
+// verify re-stats the files batch k was cut from.
+func (s *Snapshot) verify(ctx context.Context, k int) error {
+	lo, hi := s.BatchRows(k)
+	for _, f := range s.filesFor(lo, hi) {
+		info, err := s.ds.loc.Store.Stat(ctx, f.Info.Key)
+		if err != nil || info.Identity() != f.Info.Identity() {
+			return fmt.Errorf("batch %d: %s: %w", k, f.Info.Key, ErrChanged)
+		}
+	}
+	return nil
+}
+
+func (s *Snapshot) filesFor(lo, hi int64) []*SourceFile {
+	i := sort.Search(len(s.Files), func(i int) bool { return s.Files[i].FirstRow+s.Files[i].Index.Rows > lo })
+	var out []*SourceFile
+	for ; i < len(s.Files) && s.Files[i].FirstRow < hi; i++ {
+		if s.Files[i].Index.Rows > 0 {
+			out = append(out, s.Files[i])
+		}
+	}
+	return out
+}
+
+// Record assembles batch k's rows as one record batch.
+func (s *Snapshot) Record(ctx context.Context, k int) (arrow.RecordBatch, error) {
+	lo, hi := s.BatchRows(k)
+	var parts []arrow.RecordBatch
+	for _, f := range s.filesFor(lo, hi) {
+		flo := max(lo-f.FirstRow, 0)
+		fhi := min(hi-f.FirstRow, f.Index.Rows)
+		si := sort.Search(len(f.segStart), func(i int) bool { return f.segStart[i]+f.Index.Segments[i].Rows > flo })
+		for ; si < len(f.segStart) && f.segStart[si] < fhi; si++ {
+			rec, err := s.segment(ctx, f, si)
+			if err != nil {
+				return nil, err
+			}
+			a := max(flo-f.segStart[si], 0)
+			b := min(fhi-f.segStart[si], rec.NumRows())
+			parts = append(parts, rec.NewSlice(a, b))
+		}
+	}
+	rec, err := concat(s.schema, parts)
+	if err != nil {
+		return nil, fmt.Errorf("batch %d: %w", k, err)
+	}
+	if rec.NumRows() != hi-lo {
+		return nil, fmt.Errorf("batch %d: assembled %d rows, want %d: %w", k, rec.NumRows(), hi-lo, format.ErrCorrupt)
+	}
+	return rec, nil
+}
+
+func (s *Snapshot) segment(ctx context.Context, f *SourceFile, i int) (arrow.RecordBatch, error) {
+	key := fmt.Sprintf("%s\x00%s\x00%s\x00%d", s.ds.loc.StoreID, f.Info.Key, f.Info.Identity(), i)
+	return s.ds.segs.get(ctx, key, func(ctx context.Context) (arrow.RecordBatch, error) {
+		obj := &object{ctx: ctx, store: s.ds.loc.Store, key: f.Info.Key, size: f.Info.Size}
+		rec, err := f.reader.ReadSegment(ctx, obj, i)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", f.Info.Key, err)
+		}
+		return rec, nil
+	})
+}
+
+func concat(schema *arrow.Schema, parts []arrow.RecordBatch) (arrow.RecordBatch, error) {
+	if len(parts) == 1 {
+		// Re-label with the dataset schema: files may differ in schema
+		// metadata, and every batch must carry the same schema.
+		return array.NewRecordBatch(schema, parts[0].Columns(), parts[0].NumRows()), nil
+	}
+	cols := make([]arrow.Array, schema.NumFields())
+	var rows int64
+	for _, p := range parts {
+		rows += p.NumRows()
+	}
+	for c := range cols {
+		arrs := make([]arrow.Array, len(parts))
+		for i, p := range parts {
+			arrs[i] = p.Column(c)
+		}
+		a, err := array.Concatenate(arrs, memory.DefaultAllocator)
+		if err != nil {
+			return nil, fmt.Errorf("concatenate column %s: %w", schema.Field(c).Name, err)
+		}
+		cols[c] = a
+	}
+	return array.NewRecordBatch(schema, cols, rows), nil
+}
+
+// encode writes batch k as an Arrow IPC file to w.
+func (s *Snapshot) encode(ctx context.Context, k int, w io.Writer) error {
+	rec, err := s.Record(ctx, k)
+	if err != nil {
+		return err
+	}
+	return writeIPC(w, s.schema, rec)
+}
+
+func writeIPC(w io.Writer, schema *arrow.Schema, rec arrow.RecordBatch) error {
+	fw, err := ipc.NewFileWriter(w, ipc.WithSchema(schema), ipc.WithAllocator(memory.DefaultAllocator))
+	if err != nil {
+		return fmt.Errorf("ipc writer: %w", err)
+	}
+	if rec != nil {
+		if err := fw.Write(rec); err != nil {
+			return fmt.Errorf("ipc write: %w", err)
+		}
+	}
+	if err := fw.Close(); err != nil {
+		return fmt.Errorf("ipc close: %w", err)
+	}
+	return nil
+}
+
+// SchemaFile is the schema alone, as an Arrow IPC file with no batches.
+func (s *Snapshot) SchemaFile() []byte {
+	var buf bytes.Buffer
+	_ = writeIPC(&buf, s.schema, nil) // into memory: cannot fail
+	return buf.Bytes()
+}
+
+func snapshotID(loc Location, infos []source.Info, opts Options) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\n%s\n%d\n", indexVersion, loc.StoreID, opts.BatchSize)
+	if opts.Format.Schema != nil {
+		h.Write(format.EncodeSchema(opts.Format.Schema))
+	}
+	fmt.Fprintf(h, "seg=%d\n", opts.Format.SegmentRows)
+	for _, in := range infos {
+		fmt.Fprintf(h, "%s\x00%s\n", in.Key, in.Identity())
+	}
+	return hex.EncodeToString(h.Sum(nil))[:32]
+}

@@ -1,0 +1,154 @@
+package dataset
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
+	"github.com/zenithfs/zenithfs/format"
+	"github.com/zenithfs/zenithfs/internal/sampledata"
+	"github.com/zenithfs/zenithfs/source"
+)
+
+func load(t *testing.T, dir string, opts Options) *Dataset {
+	t.Helper()
+	d := New(filepath.Base(dir), Location{Store: source.NewLocal(dir), Prefix: true, StoreID: "file:" + dir}, opts)
+	if err := d.Load(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func decode(t *testing.T, b []byte) arrow.RecordBatch {
+	t.Helper()
+	r, err := ipc.NewFileReader(bytes.NewReader(b))
+	if err != nil {
+		t.Fatalf("not an Arrow IPC file: %v", err)
+	}
+	if r.NumRecords() != 1 {
+		t.Fatalf("want 1 record batch, got %d", r.NumRecords())
+	}
+	rec, err := r.RecordBatch(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.Retain()
+	return rec
+}
+
+func TestBatchesMatchSourcesInEveryFormat(t *testing.T) {
+	dirs, err := sampledata.WriteAll(t.TempDir(), 2500)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, dir := range dirs {
+		t.Run(name, func(t *testing.T) {
+			d := load(t, dir, Options{BatchSize: 300, Workers: 2, StateDir: t.TempDir(), Format: format.Options{SegmentRows: 400}})
+			s, err := d.Current()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s.Rows != 2500 || s.NumBatches() != 9 {
+				t.Fatalf("rows %d batches %d, want 2500 and 9", s.Rows, s.NumBatches())
+			}
+			for k := 0; k < s.NumBatches(); k++ {
+				b, err := s.Build(context.Background(), k)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if sz, _ := s.Size(k); sz != int64(len(b)) {
+					t.Fatalf("batch %d: size %d, built %d", k, sz, len(b))
+				}
+				rec := decode(t, b)
+				lo, hi := s.BatchRows(k)
+				if rec.NumRows() != hi-lo {
+					t.Fatalf("batch %d: %d rows, want %d", k, rec.NumRows(), hi-lo)
+				}
+				switch name {
+				case "parquet", "arrow":
+					want := sampledata.MixedRecord(lo, hi-lo)
+					for c := 0; c < int(want.NumCols()); c++ {
+						if !array.Equal(want.Column(c), rec.Column(c)) {
+							t.Fatalf("batch %d column %s differs:\n got %v\nwant %v", k, want.ColumnName(c), rec.Column(c), want.Column(c))
+						}
+					}
+					if !arrow.TypeEqual(rec.Schema().Field(6).Type, want.Schema().Field(6).Type) {
+						t.Fatalf("timestamp type lost: %s", rec.Schema().Field(6).Type)
+					}
+				default:
+					ids := rec.Column(0).(*array.Int64)
+					for i := 0; i < ids.Len(); i++ {
+						if ids.Value(i) != lo+int64(i) {
+							t.Fatalf("batch %d row %d: id %d", k, i, ids.Value(i))
+						}
+					}
+				}
+			}
+		})
+	}
+}
+
+
+func TestSecondLoadUsesPersistedIndex(t *testing.T) {
+	dir := t.TempDir()
+	if err := sampledata.WriteParquet(filepath.Join(dir, "a.parquet"), 3000, 1000); err != nil {
+		t.Fatal(err)
+	}
+	state := t.TempDir()
+	d1 := load(t, dir, Options{BatchSize: 128, StateDir: state})
+	s1, _ := d1.Current()
+	if s1.FromCache {
+		t.Fatal("first load claims a cached index")
+	}
+	d2 := load(t, dir, Options{BatchSize: 128, StateDir: state})
+	s2, _ := d2.Current()
+	if !s2.FromCache || s2.ID != s1.ID {
+		t.Fatalf("second load: from cache %v, ids %s vs %s", s2.FromCache, s2.ID, s1.ID)
+	}
+	d3 := load(t, dir, Options{BatchSize: 100, StateDir: state})
+	if s3, _ := d3.Current(); s3.FromCache {
+		t.Fatal("a different batch size reused the sizes of another")
+	}
+}
+
+func TestChangedSourceIsReindexed(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "a.csv")
+	if err := sampledata.WriteCSV(p, 0, 100); err != nil {
+		t.Fatal(err)
+	}
+	d := load(t, dir, Options{BatchSize: 64, VerifyAfterBuild: true})
+	s1, _ := d.Current()
+	if err := sampledata.WriteCSV(p, 1000, 150); err != nil {
+		t.Fatal(err)
+	}
+	os.Chtimes(p, time.Now().Add(time.Second), time.Now().Add(time.Second))
+	if _, err := s1.Build(context.Background(), 0); !errors.Is(err, ErrChanged) {
+		t.Fatalf("building from a changed source: err %v, want ErrChanged", err)
+	}
+	s2, err := d.Check(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s2.Gen == s1.Gen || s2.Rows != 150 {
+		t.Fatalf("after change: gen %d→%d rows %d", s1.Gen, s2.Gen, s2.Rows)
+	}
+	rec := decode(t, must(s2.Build(context.Background(), 0)))
+	if rec.Column(0).(*array.Int64).Value(0) != 1000 {
+		t.Fatal("new snapshot serves old rows")
+	}
+}
+
+func must(b []byte, err error) []byte {
+	if err != nil {
+		panic(err)
+	}
+	return b
+}

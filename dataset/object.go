@@ -1,0 +1,47 @@
+package dataset
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/zenithfs/zenithfs/format"
+	"github.com/zenithfs/zenithfs/source"
+)
+
+// object adapts one key of a source.Store to format.Object, binding the
+// context of the operation that reads it.
+type object struct {
+	ctx   context.Context
+	store source.Store
+	key   string
+	size  int64
+}
+
+var _ format.Object = (*object)(nil)
+
+func (o *object) Size() int64 { return o.size }
+
+func (o *object) ReadAt(p []byte, off int64) (int, error) {
+	return o.store.ReadAt(o.ctx, o.key, p, off)
+}
+
+// ReadRanges reads every range in one call to the store (one io_uring batch
+// locally, parallel ranged GETs on S3). A short read is a truncated file.
+func (o *object) ReadRanges(offs []int64, bufs [][]byte) error {
+	ranges := make([]source.Range, len(offs))
+	for i := range offs {
+		ranges[i] = source.Range{Off: offs[i], Buf: bufs[i]}
+	}
+	err := source.ReadRanges(o.ctx, o.store, o.key, ranges)
+	for _, r := range ranges {
+		if r.N < len(r.Buf) {
+			if err == nil || errors.Is(err, io.EOF) {
+				return fmt.Errorf("read %s at %d: %w: got %d of %d bytes", o.key, r.Off, format.ErrCorrupt, r.N, len(r.Buf))
+			}
+			return err
+		}
+	}
+	return nil
+}

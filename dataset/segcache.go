@@ -1,0 +1,112 @@
+package dataset
+
+import (
+	"container/list"
+	"context"
+	"sync"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"golang.org/x/sync/singleflight"
+)
+
+// segCache keeps recently decoded segments (Parquet row groups, IPC record
+// batches, text blocks) so that consecutive batches cut from one segment
+// decode it once. It is a byte-bounded LRU; concurrent requests for one
+// segment decode it once (singleflight). Its budget is part of the daemon's
+// memory budget, taken from the cache size by the caller.
+type segCache struct {
+	max   int64
+	mu    sync.Mutex
+	bytes int64
+	ll    *list.List // front = most recent
+	items map[string]*list.Element
+	sf    singleflight.Group
+
+	hits, misses uint64
+}
+
+type segEntry struct {
+	key  string
+	rec  arrow.RecordBatch
+	size int64
+}
+
+func newSegCache(max int64) *segCache {
+	return &segCache{max: max, ll: list.New(), items: map[string]*list.Element{}}
+}
+
+func (c *segCache) get(ctx context.Context, key string, load func(context.Context) (arrow.RecordBatch, error)) (arrow.RecordBatch, error) {
+	c.mu.Lock()
+	if e, ok := c.items[key]; ok {
+		c.ll.MoveToFront(e)
+		c.hits++
+		rec := e.Value.(*segEntry).rec
+		c.mu.Unlock()
+		return rec, nil
+	}
+	c.misses++
+	c.mu.Unlock()
+	v, err, _ := c.sf.Do(key, func() (any, error) {
+		// A segment is decoded on behalf of every waiter: do not let one
+		// waiter's cancellation fail the others.
+		rec, err := load(context.WithoutCancel(ctx))
+		if err != nil {
+			return nil, err
+		}
+		c.put(key, rec)
+		return rec, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(arrow.RecordBatch), nil
+}
+
+func (c *segCache) put(key string, rec arrow.RecordBatch) {
+	size := recordBytes(rec)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if size > c.max {
+		return // too big to keep; the caller still has it
+	}
+	if _, ok := c.items[key]; ok {
+		return
+	}
+	c.items[key] = c.ll.PushFront(&segEntry{key: key, rec: rec, size: size})
+	c.bytes += size
+	for c.bytes > c.max {
+		e := c.ll.Back()
+		se := e.Value.(*segEntry)
+		c.ll.Remove(e)
+		delete(c.items, se.key)
+		c.bytes -= se.size
+	}
+}
+
+func (c *segCache) stats() (hits, misses uint64, bytes int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.hits, c.misses, c.bytes
+}
+
+// recordBytes is the memory held by a record's buffers.
+func recordBytes(rec arrow.RecordBatch) int64 {
+	var n int64
+	for _, col := range rec.Columns() {
+		n += dataBytes(col.Data())
+	}
+	return n
+}
+
+func dataBytes(d arrow.ArrayData) int64 {
+	var n int64
+	for _, b := range d.Buffers() {
+		if b != nil {
+			n += int64(b.Len())
+		}
+	}
+	for _, c := range d.Children() {
+		n += dataBytes(c)
+	}
+	return n
+}

@@ -1,0 +1,230 @@
+package format
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sort"
+	"sync"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/apache/arrow-go/v18/parquet/file"
+	"github.com/apache/arrow-go/v18/parquet/metadata"
+	"github.com/apache/arrow-go/v18/parquet/pqarrow"
+)
+
+// parquetState caches a file's parsed footer between segment reads.
+type parquetState struct {
+	mu sync.Mutex
+	md *metadata.FileMetaData
+}
+
+type schemaState struct {
+	once   sync.Once
+	schema *arrow.Schema
+	err    error
+}
+
+func (r *Reader) schema() (*arrow.Schema, error) {
+	r.sch.once.Do(func() { r.sch.schema, r.sch.err = r.File.Schema() })
+	return r.sch.schema, r.sch.err
+}
+
+func section(obj Object) *io.SectionReader { return io.NewSectionReader(obj, 0, obj.Size()) }
+
+func openParquet(obj Object) (*file.Reader, error) {
+	pf, err := file.NewParquetReader(section(obj))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	return pf, nil
+}
+
+func parquetSchema(md *metadata.FileMetaData) (*arrow.Schema, error) {
+	s, err := pqarrow.FromParquet(md.Schema, &pqarrow.ArrowReadProperties{}, md.KeyValueMetadata())
+	if err != nil {
+		return nil, fmt.Errorf("%w: arrow schema: %v", ErrCorrupt, err)
+	}
+	return s, nil
+}
+
+func indexParquet(obj Object) (*File, error) {
+	pf, err := openParquet(obj)
+	if err != nil {
+		return nil, err
+	}
+	md := pf.MetaData()
+	schema, err := parquetSchema(md)
+	if err != nil {
+		return nil, err
+	}
+	f := &File{SchemaIPC: EncodeSchema(schema)}
+	for i := 0; i < md.NumRowGroups(); i++ {
+		rows := md.RowGroup(i).NumRows()
+		f.Segments = append(f.Segments, Segment{Rows: rows})
+		f.Rows += rows
+	}
+	if f.Rows != md.NumRows {
+		return nil, fmt.Errorf("%w: row groups hold %d rows, footer says %d", ErrCorrupt, f.Rows, md.NumRows)
+	}
+	return f, nil
+}
+
+func (r *Reader) parquetMeta(obj Object) (*metadata.FileMetaData, error) {
+	r.pq.mu.Lock()
+	defer r.pq.mu.Unlock()
+	if r.pq.md != nil {
+		return r.pq.md, nil
+	}
+	pf, err := openParquet(obj)
+	if err != nil {
+		return nil, err
+	}
+	r.pq.md = pf.MetaData()
+	return r.pq.md, nil
+}
+
+// readParquet decodes one row group. The byte ranges of all its column
+// chunks are read first, in one ReadRanges call; the decoder then reads from
+// memory, falling back to the object for anything outside those ranges.
+func (r *Reader) readParquet(ctx context.Context, obj Object, rg int) (arrow.RecordBatch, error) {
+	md, err := r.parquetMeta(obj)
+	if err != nil {
+		return nil, err
+	}
+	if rg >= md.NumRowGroups() {
+		return nil, fmt.Errorf("%w: row group %d of %d", ErrCorrupt, rg, md.NumRowGroups())
+	}
+	rgmd := md.RowGroup(rg)
+	sp := &sparse{obj: obj}
+	var offs []int64
+	var bufs [][]byte
+	for c := 0; c < rgmd.NumColumns(); c++ {
+		cc, err := rgmd.ColumnChunk(c)
+		if err != nil {
+			return nil, fmt.Errorf("%w: column chunk %d: %v", ErrCorrupt, c, err)
+		}
+		start := cc.DataPageOffset()
+		if cc.HasDictionaryPage() && cc.DictionaryPageOffset() > 0 && start > cc.DictionaryPageOffset() {
+			start = cc.DictionaryPageOffset()
+		}
+		n := cc.TotalCompressedSize()
+		if start < 0 || n < 0 || start+n > obj.Size() {
+			return nil, fmt.Errorf("%w: column chunk %d at [%d,+%d) outside file of %d bytes", ErrCorrupt, c, start, n, obj.Size())
+		}
+		offs = append(offs, start)
+		bufs = append(bufs, make([]byte, n))
+	}
+	if err := obj.ReadRanges(offs, bufs); err != nil {
+		return nil, fmt.Errorf("read row group %d: %w", rg, err)
+	}
+	for i := range offs {
+		sp.add(offs[i], bufs[i])
+	}
+	pf, err := file.NewParquetReader(sp, file.WithMetadata(md))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	fr, err := pqarrow.NewFileReader(pf, pqarrow.ArrowReadProperties{BatchSize: rgmd.NumRows()}, memory.DefaultAllocator)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	rr, err := fr.GetRecordReader(ctx, nil, []int{rg})
+	if err != nil {
+		return nil, fmt.Errorf("%w: row group %d: %v", ErrCorrupt, rg, err)
+	}
+	defer rr.Release()
+	var recs []arrow.RecordBatch
+	for rr.Next() {
+		rec := rr.RecordBatch()
+		rec.Retain()
+		recs = append(recs, rec)
+	}
+	if err := rr.Err(); err != nil && err != io.EOF {
+		return nil, fmt.Errorf("%w: row group %d: %v", ErrCorrupt, rg, err)
+	}
+	schema, err := r.schema()
+	if err != nil {
+		return nil, err
+	}
+	return concatRecords(schema, recs)
+}
+
+// concatRecords joins records of one schema into one.
+func concatRecords(schema *arrow.Schema, recs []arrow.RecordBatch) (arrow.RecordBatch, error) {
+	switch len(recs) {
+	case 0:
+		return array.NewRecordBatch(schema, emptyColumns(schema), 0), nil
+	case 1:
+		return recs[0], nil
+	}
+	cols := make([]arrow.Array, schema.NumFields())
+	var rows int64
+	for _, r := range recs {
+		rows += r.NumRows()
+	}
+	for c := range cols {
+		parts := make([]arrow.Array, len(recs))
+		for i, r := range recs {
+			parts[i] = r.Column(c)
+		}
+		a, err := array.Concatenate(parts, memory.DefaultAllocator)
+		if err != nil {
+			return nil, fmt.Errorf("concatenate column %s: %w", schema.Field(c).Name, err)
+		}
+		cols[c] = a
+	}
+	return array.NewRecordBatch(schema, cols, rows), nil
+}
+
+func emptyColumns(schema *arrow.Schema) []arrow.Array {
+	cols := make([]arrow.Array, schema.NumFields())
+	for i, f := range schema.Fields() {
+		cols[i] = array.MakeArrayOfNull(memory.DefaultAllocator, f.Type, 0)
+	}
+	return cols
+}
+
+// sparse is an io.ReaderAt + io.Seeker over an object whose hot ranges were
+// read ahead; reads outside them go to the object.
+type sparse struct {
+	obj    Object
+	ranges []loaded // sorted by off
+	pos    int64
+}
+
+type loaded struct {
+	off int64
+	b   []byte
+}
+
+func (s *sparse) add(off int64, b []byte) {
+	s.ranges = append(s.ranges, loaded{off, b})
+	sort.Slice(s.ranges, func(i, j int) bool { return s.ranges[i].off < s.ranges[j].off })
+}
+
+func (s *sparse) ReadAt(p []byte, off int64) (int, error) {
+	// find the last range starting at or before off
+	i := sort.Search(len(s.ranges), func(i int) bool { return s.ranges[i].off > off }) - 1
+	if i >= 0 {
+		r := s.ranges[i]
+		if off+int64(len(p)) <= r.off+int64(len(r.b)) {
+			return copy(p, r.b[off-r.off:]), nil
+		}
+	}
+	return s.obj.ReadAt(p, off)
+}
+
+func (s *sparse) Seek(offset int64, whence int) (int64, error) {
+	switch whence {
+	case io.SeekStart:
+		s.pos = offset
+	case io.SeekCurrent:
+		s.pos += offset
+	case io.SeekEnd:
+		s.pos = s.obj.Size() + offset
+	}
+	return s.pos, nil
+}

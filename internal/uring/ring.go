@@ -1,0 +1,351 @@
+package uring
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrClosed is returned for reads on a closed Ring or Reader.
+var ErrClosed = errors.New("io_uring: closed")
+
+// ErrRingFailed wraps errors of the ring itself (io_uring_enter failing for a
+// reason other than an interruption), as opposed to errors of one read. A Ring
+// that returned it is unusable; a Reader in ModeAuto then falls back to pread.
+var ErrRingFailed = errors.New("io_uring: ring failed")
+
+// maxRead caps one SQE's length; the kernel caps a read at MAX_RW_COUNT
+// (2 GiB - 4 KiB) anyway, and the rest is resubmitted like any short read.
+const maxRead = 1 << 30
+
+// maxStalls bounds how many times in a row io_uring_enter may fail with
+// EAGAIN/EBUSY/EINTR without any progress before the ring is declared failed.
+const maxStalls = 10000
+
+// Req is one read: len(Buf) bytes of the file at Off. ReadRanges sets N to the
+// bytes read and Err to nil, io.EOF (fewer than len(Buf) bytes before the end
+// of the file) or the read's error. A range with an empty Buf reads nothing.
+type Req struct {
+	Off int64
+	Buf []byte
+	N   int
+	Err error
+}
+
+// Ring is one io_uring instance set up for reads. It is safe for concurrent
+// use: each submit-and-reap round holds a mutex, and a round reaps every
+// completion it submitted before releasing it, so rounds of different callers
+// never see each other's completions.
+type Ring struct {
+	mu     sync.Mutex
+	fd     int
+	closed bool
+	failed error // set once the ring itself failed; sticky
+
+	// Mapped regions (cqMem aliases sqMem with IORING_FEAT_SINGLE_MMAP).
+	sqMem, cqMem, sqeMem []byte
+	single               bool
+
+	// Pointers into the shared rings. The kernel writes sqHead and cqTail;
+	// we write sqTail and cqHead.
+	sqHead, sqTail *uint32
+	cqHead, cqTail *uint32
+	sqMask, cqMask uint32
+	sqEntries      uint32
+	cqEntries      uint32
+	sqes           []sqe
+	cqes           []cqe
+
+	// pinner pins the buffers of the round in flight.
+	pinner runtime.Pinner
+
+	batches   atomic.Uint64 // rounds submitted
+	resubmits atomic.Uint64 // short reads resubmitted for the rest
+}
+
+// New sets up a ring with room for entries submissions at once (the kernel
+// rounds up to a power of two; 1..32768). Errors wrap the errno of
+// io_uring_setup or mmap, so callers can tell a refusal (ENOSYS, EPERM,
+// EACCES) with errors.Is.
+func New(entries int) (*Ring, error) {
+	if entries < 1 || entries > maxEntries {
+		return nil, fmt.Errorf("io_uring: %d entries outside 1..%d: %w", entries, maxEntries, syscall.EINVAL)
+	}
+	var p params
+	fd, err := sysSetup(uint32(entries), &p)
+	if err != nil {
+		return nil, fmt.Errorf("io_uring_setup(%d entries): %w", entries, err)
+	}
+	r := &Ring{fd: fd, sqEntries: p.sqEntries, cqEntries: p.cqEntries}
+	if err := r.mmap(&p); err != nil {
+		r.unmap()
+		unix.Close(fd)
+		return nil, err
+	}
+	return r, nil
+}
+
+// mmap maps the SQ ring, the CQ ring (one mapping when the kernel offers
+// IORING_FEAT_SINGLE_MMAP, which every kernel since 5.4 does) and the SQE
+// array, and points the ring fields into them.
+func (r *Ring) mmap(p *params) error {
+	sqSize := int(p.sqOff.array + p.sqEntries*4)
+	cqSize := int(p.cqOff.cqes + p.cqEntries*uint32(unsafe.Sizeof(cqe{})))
+	const prot, flags = unix.PROT_READ | unix.PROT_WRITE, unix.MAP_SHARED | unix.MAP_POPULATE
+	var err error
+	if p.features&featSingleMmap != 0 {
+		r.sqMem, err = unix.Mmap(r.fd, offSQRing, max(sqSize, cqSize), prot, flags)
+		if err != nil {
+			return fmt.Errorf("io_uring: mmap rings: %w", err)
+		}
+		r.cqMem = r.sqMem
+		r.single = true
+	} else {
+		if r.sqMem, err = unix.Mmap(r.fd, offSQRing, sqSize, prot, flags); err != nil {
+			return fmt.Errorf("io_uring: mmap sq ring: %w", err)
+		}
+		if r.cqMem, err = unix.Mmap(r.fd, offCQRing, cqSize, prot, flags); err != nil {
+			return fmt.Errorf("io_uring: mmap cq ring: %w", err)
+		}
+	}
+	sqeSize := int(p.sqEntries) * int(unsafe.Sizeof(sqe{}))
+	if r.sqeMem, err = unix.Mmap(r.fd, offSQEs, sqeSize, prot, flags); err != nil {
+		return fmt.Errorf("io_uring: mmap sqes: %w", err)
+	}
+
+	u32 := func(mem []byte, off uint32) *uint32 { return (*uint32)(unsafe.Pointer(&mem[off])) }
+	r.sqHead = u32(r.sqMem, p.sqOff.head)
+	r.sqTail = u32(r.sqMem, p.sqOff.tail)
+	r.sqMask = *u32(r.sqMem, p.sqOff.ringMask)
+	r.cqHead = u32(r.cqMem, p.cqOff.head)
+	r.cqTail = u32(r.cqMem, p.cqOff.tail)
+	r.cqMask = *u32(r.cqMem, p.cqOff.ringMask)
+	r.sqes = unsafe.Slice((*sqe)(unsafe.Pointer(&r.sqeMem[0])), p.sqEntries)
+	r.cqes = unsafe.Slice((*cqe)(unsafe.Pointer(&r.cqMem[p.cqOff.cqes])), p.cqEntries)
+	// The SQ ring indexes the SQE array through an indirection array; map
+	// slot i to SQE i once, so the SQE for a tail value is sqes[tail&mask].
+	array := unsafe.Slice((*uint32)(unsafe.Pointer(&r.sqMem[p.sqOff.array])), p.sqEntries)
+	for i := range array {
+		array[i] = uint32(i)
+	}
+	return nil
+}
+
+func (r *Ring) unmap() {
+	if r.sqeMem != nil {
+		_ = unix.Munmap(r.sqeMem)
+	}
+	if r.cqMem != nil && !r.single {
+		_ = unix.Munmap(r.cqMem)
+	}
+	if r.sqMem != nil {
+		_ = unix.Munmap(r.sqMem)
+	}
+	r.sqeMem, r.cqMem, r.sqMem = nil, nil, nil
+}
+
+// Close releases the ring. Reads after Close fail with ErrClosed.
+func (r *Ring) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return nil
+	}
+	r.closed = true
+	r.unmap()
+	err := unix.Close(r.fd)
+	// Only a failed round leaves buffers pinned (see round); the ring fd is
+	// gone now, so the kernel has cancelled whatever was left of it.
+	r.pinner.Unpin()
+	if err != nil {
+		return fmt.Errorf("io_uring: close ring: %w", err)
+	}
+	return nil
+}
+
+// Entries returns the size of the submission queue: the most reads one round
+// submits.
+func (r *Ring) Entries() int { return int(r.sqEntries) }
+
+// Batches returns how many rounds (io_uring_enter submissions of a batch of
+// reads) this ring has run.
+func (r *Ring) Batches() uint64 { return r.batches.Load() }
+
+// ReadRanges reads every range of reqs from fd with IORING_OP_READ. All
+// ranges go to the kernel as one batch — several rounds of at most Entries()
+// reads when there are more — and each round is one io_uring_enter that
+// submits and waits. A read that returns fewer bytes than asked is
+// resubmitted for the rest in the next round; a read that returns 0 bytes
+// marks the end of the file (Err = io.EOF). A failed read's Err wraps its
+// syscall.Errno with the fd and offset. ReadRanges returns the error
+// of the lowest-indexed failed range (io.EOF counts), wrapped with its
+// offset, or nil.
+func (r *Ring) ReadRanges(fd int, reqs []Req) error {
+	pending := make([]int, 0, len(reqs))
+	for i := range reqs {
+		q := &reqs[i]
+		q.N, q.Err = 0, nil
+		switch {
+		case q.Off < 0:
+			// An offset of -1 would mean "the file position" to the kernel.
+			q.Err = fmt.Errorf("read fd %d at %d: negative offset: %w", fd, q.Off, syscall.EINVAL)
+		case len(q.Buf) > 0:
+			pending = append(pending, i)
+		}
+	}
+	next := make([]int, 0, len(pending))
+	for len(pending) > 0 {
+		n := min(len(pending), int(r.sqEntries))
+		var err error
+		next, err = r.round(fd, reqs, pending[:n], next[:0])
+		if err != nil {
+			// Everything not finished fails with the ring's error.
+			for i := range reqs {
+				if q := &reqs[i]; q.Err == nil && q.N < len(q.Buf) {
+					q.Err = err
+				}
+			}
+			break
+		}
+		// Resubmissions go after the ranges not yet tried; pending and
+		// next swap buffers so no allocation happens per round.
+		next = append(next, pending[n:]...)
+		pending, next = next, pending
+	}
+	return firstError(reqs)
+}
+
+// firstError returns the error of the lowest-indexed failed range.
+func firstError(reqs []Req) error {
+	for i := range reqs {
+		if q := &reqs[i]; q.Err != nil {
+			if q.Err == io.EOF {
+				return fmt.Errorf("read at %d: short read of %d/%d bytes: %w", q.Off, q.N, len(q.Buf), io.EOF)
+			}
+			return q.Err
+		}
+	}
+	return nil
+}
+
+// round submits one read for each index in batch (len(batch) <= sqEntries)
+// and reaps all their completions. It appends to requeue the indices whose
+// reads came back short (or were interrupted) and returns it. An error
+// return means the ring failed; the ranges' own errors are set on reqs.
+func (r *Ring) round(fd int, reqs []Req, batch, requeue []int) ([]int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return requeue, ErrClosed
+	}
+	if r.failed != nil {
+		return requeue, r.failed
+	}
+
+	// Fill the SQEs. Only this goroutine writes sqTail (we hold mu), so a
+	// plain read of our own last store would do; the atomic load is for
+	// the race detector's benefit.
+	tail := atomic.LoadUint32(r.sqTail)
+	for i, idx := range batch {
+		q := &reqs[idx]
+		buf := q.Buf[q.N:]
+		if len(buf) > maxRead {
+			buf = buf[:maxRead]
+		}
+		// The kernel writes into buf after this function's Go code has
+		// moved on; pinning keeps the GC from moving or freeing it (a
+		// stack buffer escapes to the heap through Pin) until Unpin below.
+		r.pinner.Pin(&buf[0])
+		r.sqes[(tail+uint32(i))&r.sqMask] = sqe{
+			opcode:   opRead,
+			fd:       int32(fd),
+			off:      uint64(q.Off + int64(q.N)),
+			addr:     uint64(uintptr(unsafe.Pointer(&buf[0]))),
+			len:      uint32(len(buf)),
+			userData: uint64(idx),
+		}
+	}
+	// Release: the SQE writes above become visible to the kernel no later
+	// than the new tail (Go atomics are sequentially consistent, which is
+	// stronger than the smp_store_release liburing uses).
+	atomic.StoreUint32(r.sqTail, tail+uint32(len(batch)))
+	r.batches.Add(1)
+
+	outstanding := len(batch)
+	stalls := 0
+	for outstanding > 0 {
+		// Whatever the kernel has not consumed yet (all of it on the first
+		// pass; the rest after a partial submission) is submitted again,
+		// and we wait for every completion still owed to us. If a
+		// submission stops early, the kernel returns without waiting.
+		toSubmit := atomic.LoadUint32(r.sqTail) - atomic.LoadUint32(r.sqHead)
+		_, err := sysEnter(r.fd, toSubmit, uint32(outstanding), enterGetEvents)
+		if err != nil && err != syscall.EINTR && err != syscall.EAGAIN && err != syscall.EBUSY {
+			// The buffers of reads possibly still in flight stay pinned
+			// until Close.
+			r.failed = fmt.Errorf("%w: io_uring_enter: %w", ErrRingFailed, err)
+			return requeue, r.failed
+		}
+		reaped := 0
+		requeue, reaped = r.reap(fd, reqs, requeue)
+		outstanding -= reaped
+		if err != nil && reaped == 0 {
+			if stalls++; stalls > maxStalls {
+				r.failed = fmt.Errorf("%w: io_uring_enter keeps failing: %w", ErrRingFailed, err)
+				return requeue, r.failed
+			}
+			runtime.Gosched()
+		} else {
+			stalls = 0
+		}
+	}
+	r.pinner.Unpin()
+	runtime.KeepAlive(reqs)
+	return requeue, nil
+}
+
+// reap consumes every completion in the CQ ring and returns how many.
+func (r *Ring) reap(fd int, reqs []Req, requeue []int) ([]int, int) {
+	head := atomic.LoadUint32(r.cqHead)
+	// Acquire: the CQEs up to tail are written before the kernel's
+	// smp_store_release of tail.
+	tail := atomic.LoadUint32(r.cqTail)
+	n := 0
+	for ; head != tail; head++ {
+		c := r.cqes[head&r.cqMask]
+		n++
+		idx := int(c.userData)
+		if idx < 0 || idx >= len(reqs) {
+			continue // cannot happen: every round reaps all it submitted
+		}
+		q := &reqs[idx]
+		switch {
+		case c.res < 0:
+			errno := syscall.Errno(-c.res)
+			if errno == syscall.EINTR || errno == syscall.EAGAIN {
+				requeue = append(requeue, idx)
+				continue
+			}
+			q.Err = fmt.Errorf("io_uring read fd %d at %d: %w", fd, q.Off+int64(q.N), errno)
+		case c.res == 0:
+			q.Err = io.EOF
+		default:
+			q.N += int(c.res)
+			if q.N < len(q.Buf) {
+				r.resubmits.Add(1)
+				requeue = append(requeue, idx)
+			}
+		}
+	}
+	// Release: we are done reading the CQEs before the kernel may reuse
+	// their slots.
+	atomic.StoreUint32(r.cqHead, head)
+	return requeue, n
+}
