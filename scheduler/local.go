@@ -1,0 +1,321 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// wrapperScript runs the job's argv as a child of a small /bin/sh that is the
+// process-group leader. It traps TERM (the trap is reset to the default in
+// the job by exec), waits for the job, and records the job's exit status in
+// the exit file, so that the status survives a daemon restart: an adopted
+// process is not our child and cannot be waited for.
+const wrapperScript = `ex=$1; shift
+trap : TERM INT HUP
+"$@"
+s=$?
+echo "$s" > "$ex"
+exit "$s"`
+
+// copierScript copies the job's output pipe into the log file. It runs as a
+// separate process in its own process group, so it outlives a crashed daemon
+// (the job never sees a broken pipe) and is not hit by the signals sent to
+// the job. Past the cap it keeps reading and drops the bytes, so the job
+// never blocks; it notes the truncation in the log.
+const copierScript = `cap=$1
+if [ "$cap" -lt 0 ]; then exec cat; fi
+head -c "$cap"
+if [ "$(head -c 1 | wc -c)" -gt 0 ]; then
+  printf '\n[zenithfs: the log reached its cap of %s bytes; further output is dropped]\n' "$2"
+  n=$(wc -c)
+  printf '[zenithfs: %s bytes dropped]\n' "$((n+1))"
+fi`
+
+// copierWait bounds how long an attempt's end waits for its log copier: a
+// background child of the job may hold the pipe open after the job ended.
+const copierWait = 2 * time.Second
+
+// LocalConfig configures a LocalRunner.
+type LocalConfig struct {
+	Logger  *slog.Logger
+	LogCap  int64  // log size cap in bytes over all attempts; <= 0: unlimited
+	Workdir string // working directory for specs without one
+}
+
+// LocalRunner runs attempts as local processes, each in its own process
+// group. It implements Runner.
+type LocalRunner struct {
+	cfg LocalConfig
+	log *slog.Logger
+
+	mu     sync.Mutex
+	procs  map[RunRef]*localProc // attempts started by this runner
+	notify func()
+}
+
+type localProc struct {
+	ref     localRef
+	started time.Time
+	done    chan struct{} // closed when the attempt ended; status is then set
+	status  RunStatus
+}
+
+var _ Runner = (*LocalRunner)(nil)
+
+// NewLocalRunner returns a runner of local processes.
+func NewLocalRunner(cfg LocalConfig) *LocalRunner {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &LocalRunner{cfg: cfg, log: log, procs: map[RunRef]*localProc{}}
+}
+
+// Name implements Runner.
+func (r *LocalRunner) Name() string { return "local" }
+
+// AllocatesGPUs implements Runner: the scheduler allocates local GPUs.
+func (r *LocalRunner) AllocatesGPUs() bool { return false }
+
+// SetNotify registers f, called (without locks held) whenever an attempt
+// started by this runner ends, so the scheduler need not wait for its next
+// poll.
+func (r *LocalRunner) SetNotify(f func()) {
+	r.mu.Lock()
+	r.notify = f
+	r.mu.Unlock()
+}
+
+// PID returns the process id of an attempt (0 if ref is not local).
+func (r *LocalRunner) PID(ref RunRef) int {
+	lr, err := parseLocalRef(ref)
+	if err != nil {
+		return 0
+	}
+	return lr.pid
+}
+
+// jobEnv is the daemon's environment with the spec's env and the scheduler's
+// variables on top.
+func jobEnv(req RunRequest) []string {
+	env := map[string]string{}
+	for _, kv := range os.Environ() {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			env[k] = v
+		}
+	}
+	for k, v := range req.Env {
+		env[k] = v
+	}
+	idx := make([]string, len(req.GPUs))
+	for i, g := range req.GPUs {
+		idx[i] = strconv.Itoa(g)
+	}
+	env["CUDA_VISIBLE_DEVICES"] = strings.Join(idx, ",")
+	env["ZENITH_JOB_NAME"] = req.Name
+	env["ZENITH_MOUNT"] = req.MountPoint
+	out := make([]string, 0, len(env))
+	for k, v := range env {
+		out = append(out, k+"="+v)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Start implements Runner.
+func (r *LocalRunner) Start(ctx context.Context, req RunRequest) (RunRef, error) {
+	if len(req.Command) == 0 {
+		return "", fmt.Errorf("start %s: %w: empty command", req.Name, ErrInvalidSpec)
+	}
+	if err := os.MkdirAll(filepath.Dir(req.LogPath), 0o755); err != nil {
+		return "", fmt.Errorf("start %s: %w", req.Name, err)
+	}
+	logf, err := os.OpenFile(req.LogPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		return "", fmt.Errorf("start %s: open log: %w", req.Name, err)
+	}
+	defer logf.Close()
+	capLeft := int64(-1)
+	if r.cfg.LogCap > 0 {
+		capLeft = 0
+		if fi, err := logf.Stat(); err == nil && fi.Size() < r.cfg.LogCap {
+			capLeft = r.cfg.LogCap - fi.Size()
+		}
+	}
+	if req.Attempt > 1 && capLeft != 0 {
+		fmt.Fprintf(logf, "[zenithfs: attempt %d]\n", req.Attempt)
+	}
+	exitPath := filepath.Join(filepath.Dir(req.LogPath),
+		fmt.Sprintf(".%s.%d.exit", strings.TrimSuffix(filepath.Base(req.LogPath), ".log"), req.Attempt))
+	_ = os.Remove(exitPath)
+
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return "", fmt.Errorf("start %s: pipe: %w", req.Name, err)
+	}
+	copier := exec.Command("/bin/sh", "-c", copierScript, "zenith-log", strconv.FormatInt(capLeft, 10), strconv.FormatInt(r.cfg.LogCap, 10))
+	copier.Stdin, copier.Stdout, copier.Stderr = pr, logf, logf
+	copier.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := copier.Start(); err != nil {
+		pr.Close()
+		pw.Close()
+		return "", fmt.Errorf("start %s: log copier: %w", req.Name, err)
+	}
+	pr.Close()
+
+	argv := req.Command
+	if req.Shell {
+		argv = []string{"/bin/sh", "-c", req.Command[0]}
+	}
+	workdir := req.Workdir
+	if workdir == "" {
+		workdir = r.cfg.Workdir
+	}
+	cmd := exec.Command("/bin/sh", append([]string{"-c", wrapperScript, "zenith-job", exitPath}, argv...)...)
+	cmd.Stdout, cmd.Stderr = pw, pw
+	cmd.Dir = workdir
+	cmd.Env = jobEnv(req)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	err = cmd.Start()
+	pw.Close() // the copier sees EOF once the job and its children are gone
+	if err != nil {
+		go copier.Wait() //nolint:errcheck // reaps the copier, which ends at EOF
+		return "", fmt.Errorf("start %s: %w", req.Name, err)
+	}
+	pid := cmd.Process.Pid
+	_, start, ok := procStat(pid)
+	if !ok {
+		// It exited already and was not reaped yet: impossible, since only
+		// Wait reaps; but stay safe and use a start time that never matches.
+		start = 0
+	}
+	lp := &localProc{ref: localRef{pid: pid, start: start, exitPath: exitPath}, started: time.Now(), done: make(chan struct{})}
+	ref := lp.ref.encode()
+	r.mu.Lock()
+	r.procs[ref] = lp
+	r.mu.Unlock()
+	copierDone := make(chan struct{})
+	go func() {
+		_ = copier.Wait()
+		close(copierDone)
+	}()
+	go r.wait(cmd, lp, copierDone)
+	r.log.Debug("job started", "job", req.Name, "attempt", req.Attempt, "pid", pid, "gpus", req.GPUs)
+	return ref, nil
+}
+
+// wait reaps the wrapper, records the attempt's status and notifies.
+func (r *LocalRunner) wait(cmd *exec.Cmd, lp *localProc, copierDone <-chan struct{}) {
+	err := cmd.Wait()
+	st := RunStatus{StartedAt: lp.started, EndedAt: time.Now(), ExitCode: -1}
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		st.ExitCode = 0
+	case errors.As(err, &ee):
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			st.Reason = "killed by " + ws.Signal().String()
+		} else {
+			st.ExitCode = ee.ExitCode()
+		}
+	default:
+		st.Reason = err.Error()
+	}
+	if st.ExitCode == 0 {
+		st.State = Completed
+	} else {
+		st.State = Failed
+		if st.Reason == "" {
+			st.Reason = fmt.Sprintf("exit code %d", st.ExitCode)
+		}
+	}
+	select {
+	case <-copierDone:
+	case <-time.After(copierWait):
+	}
+	r.mu.Lock()
+	lp.status = st
+	close(lp.done)
+	notify := r.notify
+	r.mu.Unlock()
+	if notify != nil {
+		notify()
+	}
+}
+
+// Poll implements Runner. Attempts started by this runner report their
+// waited-for status; adopted ones (started before a daemon restart) are
+// checked by pid and start time, and their exit status read from the exit
+// file the wrapper wrote. A process that is gone without an exit file is
+// Lost.
+func (r *LocalRunner) Poll(ctx context.Context, ref RunRef) (RunStatus, error) {
+	r.mu.Lock()
+	lp, own := r.procs[ref]
+	r.mu.Unlock()
+	if own {
+		select {
+		case <-lp.done:
+			return lp.status, nil
+		default:
+			return RunStatus{State: Running, StartedAt: lp.started, ExitCode: -1}, nil
+		}
+	}
+	lr, err := parseLocalRef(ref)
+	if err != nil {
+		return RunStatus{}, err
+	}
+	if lr.alive() {
+		return RunStatus{State: Running, ExitCode: -1}, nil
+	}
+	code, ok := readExitFile(lr.exitPath)
+	if !ok {
+		return RunStatus{State: Lost, ExitCode: -1, EndedAt: time.Now(),
+			Reason: fmt.Sprintf("process %d is gone and left no exit status", lr.pid)}, nil
+	}
+	st := RunStatus{ExitCode: code, EndedAt: time.Now(), State: Completed}
+	if code != 0 {
+		st.State = Failed
+		st.Reason = fmt.Sprintf("exit code %d", code)
+	}
+	return st, nil
+}
+
+// Cancel implements Runner: SIGTERM to the attempt's process group now, and
+// SIGKILL to the group after grace if anything of it remains.
+func (r *LocalRunner) Cancel(ctx context.Context, ref RunRef, grace time.Duration) error {
+	lr, err := parseLocalRef(ref)
+	if err != nil {
+		return err
+	}
+	// A pid now held by a process with another start time is someone
+	// else's: our group is gone (Linux never reuses a pid that is still in
+	// use as a process-group id). Otherwise signal the group, which may
+	// outlive its leader.
+	if _, start, ok := procStat(lr.pid); ok && start != lr.start {
+		return nil
+	}
+	if err := syscall.Kill(-lr.pid, syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("cancel pid %d: %w", lr.pid, err)
+	}
+	go func() {
+		time.Sleep(grace)
+		if _, start, ok := procStat(lr.pid); ok && start != lr.start {
+			return // pid reused by an unrelated process
+		}
+		if err := syscall.Kill(-lr.pid, syscall.SIGKILL); err == nil {
+			r.log.Info("job did not stop after SIGTERM; sent SIGKILL", "pid", lr.pid, "grace", grace)
+		}
+	}()
+	return nil
+}

@@ -1,0 +1,291 @@
+package scheduler
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"time"
+)
+
+// loop is the scheduler's one worker: it dispatches pending jobs when woken,
+// and on every heartbeat (and whenever the runner reports an ended attempt)
+// polls active attempts and enforces time limits. Only loop starts
+// attempts, so two dispatches never race for the same GPUs.
+func (s *Scheduler) loop() {
+	defer close(s.done)
+	ctx := context.Background()
+	tick := time.NewTicker(s.cfg.PollInterval)
+	defer tick.Stop()
+	for {
+		poll := false
+		select {
+		case <-s.stop:
+			return
+		case <-s.wake:
+		case <-s.pollNow:
+			poll = true
+		case <-tick.C:
+			poll = true
+		}
+		if poll {
+			s.pollActive(ctx)
+			s.enforceLimits(ctx)
+		}
+		s.dispatch(ctx)
+	}
+}
+
+// pollActive polls every attempt with a reference that has not ended, and
+// applies what the runner says; it returns the names still active.
+func (s *Scheduler) pollActive(ctx context.Context) []string {
+	type act struct {
+		name string
+		ref  RunRef
+	}
+	var acts []act
+	s.mu.Lock()
+	for name, r := range s.jobs {
+		if r.Ref != "" && !r.starting && !r.State.Terminal() {
+			acts = append(acts, act{name, r.Ref})
+		}
+	}
+	s.mu.Unlock()
+	var still []string
+	for _, a := range acts {
+		st, err := s.runner.Poll(ctx, a.ref)
+		if err != nil {
+			s.log.Warn("poll failed", "job", a.name, "err", err)
+			still = append(still, a.name)
+			continue
+		}
+		s.mu.Lock()
+		if r, ok := s.jobs[a.name]; ok {
+			s.apply(r, a.ref, st)
+			if !r.State.Terminal() && r.Ref != "" {
+				still = append(still, a.name)
+			}
+		}
+		s.mu.Unlock()
+	}
+	return still
+}
+
+// apply records a runner status for r's attempt ref; mu held.
+func (s *Scheduler) apply(r *record, ref RunRef, st RunStatus) {
+	if r.Ref != ref || r.State.Terminal() {
+		return // stale: a newer attempt, or already settled
+	}
+	switch {
+	case st.State == Running:
+		if r.State != Running {
+			r.State = Running
+			if !st.StartedAt.IsZero() {
+				r.StartTime = st.StartedAt.UTC()
+			} else if r.StartTime.IsZero() {
+				r.StartTime = time.Now().UTC()
+			}
+			if s.runner.AllocatesGPUs() && st.GPUs != nil {
+				r.GPUs = st.GPUs
+			}
+			s.persist(r)
+		}
+	case st.State.Terminal():
+		s.finish(r, st)
+	default: // Pending in the runner's own queue (Slurm)
+		if st.Reason != "" && st.Reason != r.Reason {
+			r.Reason = st.Reason
+			s.persist(r)
+		}
+	}
+}
+
+// finish settles an ended attempt: frees its GPUs, and either queues a retry
+// (a FAILED attempt with retries left) or records the final state; mu held.
+func (s *Scheduler) finish(r *record, st RunStatus) {
+	s.release(r)
+	if st.State != Lost || st.ExitCode >= 0 {
+		code := st.ExitCode
+		r.ExitCode = &code
+	}
+	final, reason := st.State, st.Reason
+	if r.Stop != "" {
+		final, reason = r.Stop, r.StopReason
+	}
+	end := st.EndedAt
+	if end.IsZero() {
+		end = time.Now()
+	}
+	r.Ref = ""
+	if final == Failed && r.Attempts <= r.Spec.Retries {
+		r.State = Pending
+		r.Reason = fmt.Sprintf("attempt %d failed (%s); retrying", r.Attempts, reason)
+		r.StartTime, r.EndTime, r.GPUs = time.Time{}, time.Time{}, nil
+		s.persist(r)
+		s.log.Info("job attempt failed; retrying", "job", r.Spec.Name, "attempt", r.Attempts, "reason", reason)
+		kick(s.wake)
+		return
+	}
+	r.State, r.Reason, r.EndTime = final, reason, end.UTC()
+	s.persist(r)
+	s.log.Info("job ended", "job", r.Spec.Name, "state", final, "reason", reason)
+	kick(s.wake)
+}
+
+// release frees the GPUs r holds; mu held.
+func (s *Scheduler) release(r *record) {
+	for _, g := range r.GPUs {
+		if s.held[g] == r.Spec.Name {
+			delete(s.held, g)
+		}
+	}
+}
+
+// enforceLimits stops running attempts past their time limit (state
+// TIMEOUT).
+func (s *Scheduler) enforceLimits(ctx context.Context) {
+	now := time.Now()
+	var refs []RunRef
+	s.mu.Lock()
+	for _, r := range s.jobs {
+		if r.State == Running && r.Ref != "" && r.Stop == "" && r.timeLimit > 0 && now.Sub(r.StartTime) >= r.timeLimit {
+			r.Stop, r.StopReason = Timeout, fmt.Sprintf("time limit %s exceeded", r.Spec.TimeLimit)
+			s.persist(r)
+			refs = append(refs, r.Ref)
+			s.log.Info("job hit its time limit", "job", r.Spec.Name, "limit", r.Spec.TimeLimit)
+		}
+	}
+	s.mu.Unlock()
+	for _, ref := range refs {
+		if err := s.runner.Cancel(ctx, ref, s.cfg.Grace); err != nil {
+			s.log.Warn("cannot stop job at its time limit", "ref", ref, "err", err)
+		}
+	}
+}
+
+// dispatch starts the pending jobs the queue lets run now.
+func (s *Scheduler) dispatch(ctx context.Context) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	var pend []*record
+	for _, r := range s.jobs {
+		if r.State == Pending && r.Ref == "" && !r.starting {
+			pend = append(pend, r)
+		}
+	}
+	if len(pend) == 0 {
+		s.mu.Unlock()
+		return
+	}
+	sort.Slice(pend, func(i, j int) bool {
+		if pend[i].Spec.Priority != pend[j].Spec.Priority {
+			return pend[i].Spec.Priority > pend[j].Spec.Priority
+		}
+		return pend[i].Seq < pend[j].Seq
+	})
+	var start []*record
+	if s.runner.AllocatesGPUs() {
+		start = pend
+	} else {
+		start = s.planLocked(pend)
+	}
+	reqs := make([]RunRequest, len(start))
+	for i, r := range start {
+		r.starting = true
+		reqs[i] = s.request(r)
+	}
+	s.mu.Unlock()
+
+	for i, r := range start {
+		ref, err := s.runner.Start(ctx, reqs[i])
+		s.mu.Lock()
+		r.starting = false
+		r.Attempts++
+		if err != nil {
+			s.log.Warn("job failed to start", "job", r.Spec.Name, "err", err)
+			s.finish(r, RunStatus{State: Failed, ExitCode: -1, Reason: "cannot start: " + err.Error()})
+			r.ExitCode = nil
+			s.persist(r)
+			s.mu.Unlock()
+			continue
+		}
+		r.Ref = ref
+		r.Reason = ""
+		if !s.runner.AllocatesGPUs() {
+			r.State, r.StartTime = Running, time.Now().UTC()
+		}
+		s.persist(r)
+		stop := r.Stop != ""
+		s.mu.Unlock()
+		if stop {
+			if err := s.runner.Cancel(ctx, ref, s.cfg.Grace); err != nil {
+				s.log.Warn("cannot stop job", "job", r.Spec.Name, "err", err)
+			}
+		}
+	}
+}
+
+// planLocked chooses which of pend (in queue order) start now and reserves
+// their GPUs (lowest free indices first); mu held.
+func (s *Scheduler) planLocked(pend []*record) []*record {
+	now := time.Now()
+	var running []holding
+	for _, r := range s.jobs {
+		if (r.State == Running || r.starting) && len(r.GPUs) > 0 {
+			h := holding{gpus: len(r.GPUs)}
+			if r.timeLimit > 0 {
+				begin := r.StartTime
+				if begin.IsZero() {
+					begin = now
+				}
+				h.end = begin.Add(r.timeLimit)
+			}
+			running = append(running, h)
+		}
+	}
+	q := make([]queued, len(pend))
+	byName := map[string]*record{}
+	for i, r := range pend {
+		q[i] = queued{name: r.Spec.Name, gpus: r.Spec.GPUs, limit: r.timeLimit}
+		byName[r.Spec.Name] = r
+	}
+	free := len(s.cfg.GPUs) - len(s.held)
+	var out []*record
+	for _, name := range plan(now, free, q, running) {
+		r := byName[name]
+		r.GPUs = r.GPUs[:0]
+		for _, g := range s.cfg.GPUs {
+			if len(r.GPUs) == r.Spec.GPUs {
+				break
+			}
+			if _, busy := s.held[g.Index]; !busy {
+				s.held[g.Index] = name
+				r.GPUs = append(r.GPUs, g.Index)
+			}
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// request builds the RunRequest for r's next attempt; mu held.
+func (s *Scheduler) request(r *record) RunRequest {
+	mem, _ := ParseMemory(r.Spec.Memory)
+	env := map[string]string{}
+	for k, v := range r.Spec.Env {
+		env[k] = v
+	}
+	var gpus []int
+	if !s.runner.AllocatesGPUs() {
+		gpus = append([]int{}, r.GPUs...)
+	}
+	return RunRequest{
+		Name: r.Spec.Name, Attempt: r.Attempts + 1, Command: append([]string(nil), r.Spec.Command...),
+		Shell: r.Spec.Shell, Env: env, Workdir: r.Spec.Workdir, GPUs: gpus, GPUCount: r.Spec.GPUs,
+		CPUs: r.Spec.CPUs, MemoryBytes: mem, TimeLimit: r.timeLimit, LogPath: r.LogPath,
+		Retries: r.Spec.Retries, Nodes: r.Spec.Nodes, TasksPerNode: r.Spec.NTasksPerNode,
+		MountPoint: s.cfg.MountPoint,
+	}
+}
