@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"syscall"
 
+	"github.com/zenithfs/zenithfs/dataset"
 	"github.com/zenithfs/zenithfs/scheduler"
 	"github.com/zenithfs/zenithfs/source"
 )
@@ -33,3 +34,5 @@ func toErrno(err error) syscall.Errno {
 	}
 	return syscall.EIO
 }
+
+func isChanged(err error) bool { return errors.Is(err, dataset.ErrChanged) }

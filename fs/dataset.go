@@ -1,0 +1,297 @@
+package fs
+
+import (
+	"context"
+	"fmt"
+	"hash/fnv"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/zenithfs/zenithfs/dataset"
+	"github.com/zenithfs/zenithfs/prefetch"
+)
+
+const (
+	manifestName = "_manifest.json"
+	schemaName   = "_schema.arrow"
+	batchExt     = ".arrow"
+)
+
+// datasetDir is MOUNT/<dataset>/: batch files, the schema file and the
+// manifest, all of the dataset's current snapshot.
+type datasetDir struct {
+	gofs.Inode
+	readOnlyDir
+	sh      *shared
+	ds      *dataset.Dataset
+	batches Batches
+	timeout time.Duration
+	seenGen atomic.Uint64 // generation whose entries the kernel may hold
+}
+
+var (
+	_ = (gofs.NodeLookuper)((*datasetDir)(nil))
+	_ = (gofs.NodeReaddirer)((*datasetDir)(nil))
+	_ = (gofs.NodeGetattrer)((*datasetDir)(nil))
+)
+
+// snapshot checks the sources (rate-limited by the dataset) and, when the
+// generation moved on, invalidates the kernel's entries for this directory.
+func (d *datasetDir) snapshot(ctx context.Context) (*dataset.Snapshot, error) {
+	s, err := d.ds.Check(ctx)
+	if err != nil {
+		d.sh.errs.add(err.Error())
+		return nil, err
+	}
+	if old := d.seenGen.Swap(s.Gen); old != 0 && old != s.Gen {
+		d.sh.log.Info("dataset changed; invalidating kernel entries", "dataset", d.ds.Name, "generation", s.Gen)
+		go d.invalidate()
+	}
+	return s, nil
+}
+
+// invalidate drops the kernel's cached entries of this directory's
+// children. It runs outside the request that noticed the change: notify
+// calls must not be made from inside a FUSE request on the same node.
+func (d *datasetDir) invalidate() {
+	for name := range d.Children() {
+		d.NotifyEntry(name)
+	}
+}
+
+// Getattr implements fs.NodeGetattrer.
+func (d *datasetDir) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	out.Mode = syscall.S_IFDIR | 0o555
+	return 0
+}
+
+func batchName(k, n int) string {
+	w := max(6, len(strconv.Itoa(n-1)))
+	return fmt.Sprintf("%0*d%s", w, k, batchExt)
+}
+
+// parseBatchName returns k for a well-formed name of a view with n files.
+func parseBatchName(name string, n int) (int, bool) {
+	stem, ok := strings.CutSuffix(name, batchExt)
+	if !ok {
+		return 0, false
+	}
+	k, err := strconv.Atoi(stem)
+	if err != nil || k < 0 || k >= n || batchName(k, n) != name {
+		return 0, false
+	}
+	return k, true
+}
+
+func inode(parts ...any) uint64 {
+	h := fnv.New64a()
+	fmt.Fprint(h, parts...)
+	return h.Sum64() | 1<<63 // never collides with go-fuse's small automatic numbers
+}
+
+// Lookup implements fs.NodeLookuper.
+func (d *datasetDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	d.sh.fault("lookup", name)
+	s, err := d.snapshot(ctx)
+	if err != nil {
+		return nil, toErrno(err)
+	}
+	out.SetEntryTimeout(d.timeout)
+	out.SetAttrTimeout(d.timeout)
+	switch name {
+	case manifestName:
+		b := s.ManifestJSON()
+		return d.bytesChild(ctx, b, out, d.ds.Name, s.ID, manifestName), 0
+	case schemaName:
+		return d.bytesChild(ctx, s.SchemaFile(), out, d.ds.Name, s.ID, schemaName), 0
+	}
+	k, ok := parseBatchName(name, s.NumBatches())
+	if !ok {
+		return nil, syscall.ENOENT
+	}
+	f := &batchFile{sh: d.sh, dir: d, snap: s, view: s, k: k, reader: d.ds.Name}
+	f.attr(&out.Attr)
+	return d.NewInode(ctx, f, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: inode(d.ds.Name, s.ID, s.Gen, k)}), 0
+}
+
+func (d *datasetDir) bytesChild(ctx context.Context, b []byte, out *fuse.EntryOut, id ...any) *gofs.Inode {
+	f := &bytesFile{data: b}
+	f.attr(&out.Attr)
+	return d.NewInode(ctx, f, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: inode(id...)})
+}
+
+// Readdir implements fs.NodeReaddirer.
+func (d *datasetDir) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
+	d.sh.fault("readdir", d.ds.Name)
+	s, err := d.snapshot(ctx)
+	if err != nil {
+		return nil, toErrno(err)
+	}
+	return &batchDirStream{n: s.NumBatches(), extra: []string{manifestName, schemaName}}, 0
+}
+
+// batchDirStream lists a dataset directory without materialising the names.
+type batchDirStream struct {
+	extra []string
+	n, i  int
+}
+
+func (s *batchDirStream) HasNext() bool { return s.i < len(s.extra)+s.n }
+
+func (s *batchDirStream) Next() (fuse.DirEntry, syscall.Errno) {
+	i := s.i
+	s.i++
+	if i < len(s.extra) {
+		return fuse.DirEntry{Name: s.extra[i], Mode: syscall.S_IFREG}, 0
+	}
+	return fuse.DirEntry{Name: batchName(i-len(s.extra), s.n), Mode: syscall.S_IFREG}, 0
+}
+
+func (s *batchDirStream) Close() {}
+
+// batchFile is one batch file of a view of a snapshot. Its bytes are
+// fetched whole at open and held by the handle: reads at any offset then
+// come from one consistent copy, and the page cache is kept across opens.
+type batchFile struct {
+	gofs.Inode
+	sh     *shared
+	dir    *datasetDir
+	snap   *dataset.Snapshot
+	view   prefetch.View
+	k      int
+	reader string // read-order scope: dataset or view path
+	size   func() (int64, error)
+}
+
+var (
+	_ = (gofs.NodeGetattrer)((*batchFile)(nil))
+	_ = (gofs.NodeOpener)((*batchFile)(nil))
+	_ = (gofs.NodeReader)((*batchFile)(nil))
+	_ = (gofs.NodeSetattrer)((*batchFile)(nil))
+)
+
+func (f *batchFile) attr(a *fuse.Attr) {
+	a.Mode = syscall.S_IFREG | 0o444
+	var n int64
+	var err error
+	if f.size != nil {
+		n, err = f.size()
+	} else {
+		n, err = f.snap.Size(f.k)
+	}
+	if err == nil {
+		a.Size = uint64(n)
+	}
+	t := uint64(time.Now().Unix())
+	if len(f.snap.Files) > 0 {
+		t = uint64(f.snap.Files[len(f.snap.Files)-1].Info.ModTime.Unix())
+	}
+	a.Mtime, a.Ctime, a.Atime = t, t, t
+	a.Blksize = 1 << 20
+	a.Blocks = (a.Size + 511) / 512
+}
+
+// Getattr implements fs.NodeGetattrer.
+func (f *batchFile) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	f.attr(&out.Attr)
+	out.SetTimeout(f.dir.timeout)
+	return 0
+}
+
+// Setattr implements fs.NodeSetattrer: files are read-only.
+func (f *batchFile) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	return syscall.EROFS
+}
+
+// Open implements fs.NodeOpener.
+func (f *batchFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	f.sh.fault("open", f.Path(nil))
+	if flags&syscall.O_ACCMODE != syscall.O_RDONLY || flags&syscall.O_TRUNC != 0 {
+		return nil, 0, syscall.EROFS
+	}
+	s, err := f.dir.snapshot(ctx)
+	if err != nil {
+		return nil, 0, toErrno(err)
+	}
+	if s.Gen != f.snap.Gen {
+		// The sources changed since the kernel looked this name up: make
+		// it look again (open retries the lookup on ESTALE).
+		return nil, 0, syscall.ESTALE
+	}
+	reader := f.reader
+	if c, ok := fuse.FromContext(ctx); ok {
+		reader = fmt.Sprintf("%d:%s", c.Pid, f.reader)
+	}
+	b, err := f.dir.batches.Get(ctx, f.view, f.k, reader)
+	if err != nil {
+		f.sh.log.Error("batch read failed", "file", f.Path(nil), "err", err)
+		f.sh.errs.add(fmt.Sprintf("read %s: %v", f.Path(nil), err))
+		if isChanged(err) {
+			f.dir.ds.Check(context.WithoutCancel(ctx))
+			return nil, 0, syscall.ESTALE
+		}
+		return nil, 0, toErrno(err)
+	}
+	return &bytesHandle{data: b}, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+// Read implements fs.NodeReader.
+func (f *batchFile) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	h, ok := fh.(*bytesHandle)
+	if !ok {
+		return nil, syscall.EBADF
+	}
+	return h.read(dest, off), 0
+}
+
+type bytesHandle struct{ data []byte }
+
+func (h *bytesHandle) read(dest []byte, off int64) fuse.ReadResult {
+	if off >= int64(len(h.data)) {
+		return fuse.ReadResultData(nil)
+	}
+	end := min(off+int64(len(dest)), int64(len(h.data)))
+	return fuse.ReadResultData(h.data[off:end])
+}
+
+// bytesFile is a small immutable file held in memory (schema, manifest).
+type bytesFile struct {
+	gofs.Inode
+	data []byte
+}
+
+var (
+	_ = (gofs.NodeGetattrer)((*bytesFile)(nil))
+	_ = (gofs.NodeOpener)((*bytesFile)(nil))
+	_ = (gofs.NodeReader)((*bytesFile)(nil))
+)
+
+func (f *bytesFile) attr(a *fuse.Attr) {
+	a.Mode = syscall.S_IFREG | 0o444
+	a.Size = uint64(len(f.data))
+}
+
+// Getattr implements fs.NodeGetattrer.
+func (f *bytesFile) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	f.attr(&out.Attr)
+	return 0
+}
+
+// Open implements fs.NodeOpener.
+func (f *bytesFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	if flags&syscall.O_ACCMODE != syscall.O_RDONLY || flags&syscall.O_TRUNC != 0 {
+		return nil, 0, syscall.EROFS
+	}
+	return &bytesHandle{data: f.data}, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+// Read implements fs.NodeReader.
+func (f *bytesFile) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	return (&bytesHandle{data: f.data}).read(dest, off), 0
+}

@@ -1,0 +1,150 @@
+package fs
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime/debug"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/zenithfs/zenithfs/dataset"
+	"github.com/zenithfs/zenithfs/prefetch"
+	"github.com/zenithfs/zenithfs/scheduler"
+)
+
+// Batches serves the bytes of batch files; the prefetch store in production.
+type Batches interface {
+	// Get returns file k of view v. reader names whose read order this is,
+	// so that read-ahead follows it.
+	Get(ctx context.Context, v prefetch.View, k int, reader string) ([]byte, error)
+}
+
+// direct builds every batch on demand: no cache, no read-ahead.
+type direct struct{}
+
+func (direct) Get(ctx context.Context, v prefetch.View, k int, _ string) ([]byte, error) {
+	return v.Build(ctx, k)
+}
+
+// Config is what a mount serves.
+type Config struct {
+	Datasets  []*dataset.Dataset
+	Batches   Batches              // nil: build on demand, uncached
+	Scheduler *scheduler.Scheduler // nil: no jobs tree
+	// Stats returns the JSON for .zenith/stats.
+	Stats  func() ([]byte, error)
+	Logger *slog.Logger
+	// Owner is the uid allowed (with root) to submit and cancel jobs.
+	Owner uint32
+	// AllowOther lets other users see the mount (needs user_allow_other for non-root).
+	AllowOther bool
+	// EntryTimeout and AttrTimeout for dataset files (default 1h: they are immutable).
+	EntryTimeout time.Duration
+	Debug        bool
+	// Faults is a test hook called at the start of dataset handlers.
+	Faults func(op, name string)
+}
+
+// Mount mounts the tree at dir and returns the running server; the caller
+// waits on it and unmounts it.
+func Mount(dir string, cfg Config) (*fuse.Server, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Batches == nil {
+		cfg.Batches = direct{}
+	}
+	if cfg.EntryTimeout == 0 {
+		cfg.EntryTimeout = time.Hour
+	}
+	sh := &shared{log: cfg.Logger, owner: cfg.Owner, errs: newErrorRing(200), faults: cfg.Faults}
+	root := &rootNode{sh: sh, cfg: cfg}
+	neg := time.Duration(0)
+	opts := &gofs.Options{
+		EntryTimeout:    &cfg.EntryTimeout,
+		AttrTimeout:     &cfg.EntryTimeout,
+		NegativeTimeout: &neg,
+		UID:             cfg.Owner,
+		MountOptions: fuse.MountOptions{
+			FsName:       "zenithfs",
+			Name:         "zenithfs",
+			DirectMount:  os.Geteuid() == 0,
+			AllowOther:   cfg.AllowOther,
+			MaxWrite:     1 << 20,
+			MaxReadAhead: 1 << 20,
+			// Many requests in flight keep prefetched batches flowing.
+			MaxBackground: 64,
+			Debug:         cfg.Debug,
+			PanicHandler: func(r any) fuse.Status {
+				cfg.Logger.Error("panic in FUSE handler", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+				sh.errs.add(fmt.Sprintf("panic in FUSE handler: %v", r))
+				return fuse.EIO
+			},
+		},
+	}
+	srv, err := gofs.Mount(dir, root, opts)
+	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", dir, err)
+	}
+	return srv, nil
+}
+
+// rootNode is the mount's root: one directory per dataset and .zenith.
+type rootNode struct {
+	gofs.Inode
+	readOnlyDir
+	sh  *shared
+	cfg Config
+}
+
+var _ = (gofs.NodeOnAdder)((*rootNode)(nil))
+
+// OnAdd builds the fixed part of the tree.
+func (r *rootNode) OnAdd(ctx context.Context) {
+	for _, d := range r.cfg.Datasets {
+		dir := &datasetDir{sh: r.sh, ds: d, batches: r.cfg.Batches, timeout: r.cfg.EntryTimeout}
+		r.AddChild(d.Name, r.NewPersistentInode(ctx, dir, gofs.StableAttr{Mode: syscall.S_IFDIR}), false)
+	}
+	r.AddChild(".zenith", r.NewPersistentInode(ctx, newZenithDir(r.sh, r.cfg), gofs.StableAttr{Mode: syscall.S_IFDIR}), false)
+}
+
+// readOnlyDir refuses every namespace change with EROFS. Embedded by the
+// dataset tree's directories.
+type readOnlyDir struct{}
+
+var (
+	_ = (gofs.NodeCreater)((*readOnlyDir)(nil))
+	_ = (gofs.NodeMkdirer)((*readOnlyDir)(nil))
+	_ = (gofs.NodeUnlinker)((*readOnlyDir)(nil))
+	_ = (gofs.NodeRmdirer)((*readOnlyDir)(nil))
+	_ = (gofs.NodeRenamer)((*readOnlyDir)(nil))
+	_ = (gofs.NodeSymlinker)((*readOnlyDir)(nil))
+	_ = (gofs.NodeMknoder)((*readOnlyDir)(nil))
+	_ = (gofs.NodeLinker)((*readOnlyDir)(nil))
+)
+
+func (readOnlyDir) Create(context.Context, string, uint32, uint32, *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	return nil, nil, 0, syscall.EROFS
+}
+func (readOnlyDir) Mkdir(context.Context, string, uint32, *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	return nil, syscall.EROFS
+}
+func (readOnlyDir) Unlink(context.Context, string) syscall.Errno { return syscall.EROFS }
+func (readOnlyDir) Rmdir(context.Context, string) syscall.Errno  { return syscall.EROFS }
+func (readOnlyDir) Rename(context.Context, string, gofs.InodeEmbedder, string, uint32) syscall.Errno {
+	return syscall.EROFS
+}
+func (readOnlyDir) Symlink(context.Context, string, string, *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	return nil, syscall.EROFS
+}
+func (readOnlyDir) Mknod(context.Context, string, uint32, uint32, *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	return nil, syscall.EROFS
+}
+func (readOnlyDir) Link(context.Context, gofs.InodeEmbedder, string, *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	return nil, syscall.EROFS
+}

@@ -1,0 +1,289 @@
+package fs
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
+
+	"github.com/zenithfs/zenithfs/dataset"
+	"github.com/zenithfs/zenithfs/internal/sampledata"
+	"github.com/zenithfs/zenithfs/source"
+)
+
+func newDataset(t *testing.T, name, dir string, batch int) *dataset.Dataset {
+	t.Helper()
+	d := dataset.New(name, dataset.Location{Store: source.NewLocal(dir), Prefix: true, StoreID: "file:" + dir},
+		dataset.Options{BatchSize: batch, Workers: 2, VerifyAfterBuild: true})
+	d.Load(context.Background()) // a failed load is part of some tests
+	return d
+}
+
+func mountT(t *testing.T, cfg Config) string {
+	t.Helper()
+	mnt := t.TempDir()
+	srv, err := Mount(mnt, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := srv.Unmount(); err != nil {
+			t.Errorf("unmount: %v", err)
+		}
+	})
+	return mnt
+}
+
+func TestBatchFilesThroughMount(t *testing.T) {
+	dirs, err := sampledata.WriteAll(t.TempDir(), 2000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pq := newDataset(t, "pq", dirs["parquet"], 300)
+	mnt := mountT(t, Config{Datasets: []*dataset.Dataset{pq}})
+	snap, err := pq.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ents, err := os.ReadDir(filepath.Join(mnt, "pq"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	want := "000000.arrow 000001.arrow 000002.arrow 000003.arrow 000004.arrow 000005.arrow 000006.arrow _manifest.json _schema.arrow"
+	if got := strings.Join(sortStrings(names), " "); got != want {
+		t.Fatalf("listing:\n got %s\nwant %s", got, want)
+	}
+	for k := 0; k < snap.NumBatches(); k++ {
+		p := filepath.Join(mnt, "pq", batchName(k, snap.NumBatches()))
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Size() != int64(len(b)) {
+			t.Fatalf("%s: stat size %d, read %d bytes", p, fi.Size(), len(b))
+		}
+		r, err := ipc.NewFileReader(bytes.NewReader(b))
+		if err != nil {
+			t.Fatalf("%s: %v", p, err)
+		}
+		rec, err := r.RecordBatch(0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lo, hi := snap.BatchRows(k)
+		ref := sampledata.MixedRecord(lo, hi-lo)
+		for c := 0; c < int(ref.NumCols()); c++ {
+			if !array.Equal(ref.Column(c), rec.Column(c)) {
+				t.Fatalf("batch %d column %s differs", k, ref.ColumnName(c))
+			}
+		}
+		// pread at random offsets and sizes returns exactly the slice.
+		f, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rng := rand.New(rand.NewPCG(uint64(k), 1))
+		for i := 0; i < 50; i++ {
+			off := rng.Int64N(int64(len(b)) + 10)
+			buf := make([]byte, rng.IntN(70000))
+			n, _ := f.ReadAt(buf, off)
+			wantN := max(0, min(int64(len(buf)), int64(len(b))-off))
+			if int64(n) != wantN || !bytes.Equal(buf[:n], b[min(off, int64(len(b))):min(off, int64(len(b)))+int64(n)]) {
+				t.Fatalf("pread %s at %d len %d: n=%d want %d", p, off, len(buf), n, wantN)
+			}
+		}
+		// mmap sees the same bytes.
+		m, err := syscall.Mmap(int(f.Fd()), 0, len(b), syscall.PROT_READ, syscall.MAP_SHARED)
+		if err != nil {
+			t.Fatalf("mmap %s: %v", p, err)
+		}
+		if !bytes.Equal(m, b) {
+			t.Fatalf("mmap of %s differs from read", p)
+		}
+		syscall.Munmap(m)
+		f.Close()
+	}
+	man, err := os.ReadFile(filepath.Join(mnt, "pq", "_manifest.json"))
+	if err != nil || !strings.Contains(string(man), `"rows": 2000`) {
+		t.Fatalf("manifest: %v\n%s", err, man)
+	}
+	sch, err := os.ReadFile(filepath.Join(mnt, "pq", "_schema.arrow"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sr, err := ipc.NewFileReader(bytes.NewReader(sch))
+	if err != nil || !sr.Schema().Equal(snap.Schema()) || sr.NumRecords() != 0 {
+		t.Fatalf("schema file: %v", err)
+	}
+}
+
+func sortStrings(s []string) []string {
+	out := append([]string(nil), s...)
+	for i := range out {
+		for j := i + 1; j < len(out); j++ {
+			if out[j] < out[i] {
+				out[i], out[j] = out[j], out[i]
+			}
+		}
+	}
+	return out
+}
+
+func TestWritesFailAndChangeNothing(t *testing.T) {
+	dir := t.TempDir()
+	if err := sampledata.WriteCSV(filepath.Join(dir, "a.csv"), 0, 50); err != nil {
+		t.Fatal(err)
+	}
+	d := newDataset(t, "d", dir, 20)
+	mnt := mountT(t, Config{Datasets: []*dataset.Dataset{d}})
+	p := filepath.Join(mnt, "d", "000000.arrow")
+	before, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checks := map[string]error{}
+	_, checks["open for write"] = os.OpenFile(p, os.O_WRONLY, 0)
+	_, checks["truncate on open"] = os.OpenFile(p, os.O_RDWR|os.O_TRUNC, 0)
+	checks["truncate"] = os.Truncate(p, 0)
+	checks["create"] = os.WriteFile(filepath.Join(mnt, "d", "new.arrow"), []byte("x"), 0o644)
+	checks["remove"] = os.Remove(p)
+	checks["mkdir"] = os.Mkdir(filepath.Join(mnt, "d", "sub"), 0o755)
+	checks["rename"] = os.Rename(p, filepath.Join(mnt, "d", "x.arrow"))
+	for what, err := range checks {
+		if !errors.Is(err, syscall.EROFS) && !errors.Is(err, syscall.EACCES) {
+			t.Errorf("%s: err %v, want EROFS or EACCES", what, err)
+		}
+	}
+	after, err := os.ReadFile(p)
+	if err != nil || !bytes.Equal(before, after) {
+		t.Fatalf("file changed after refused writes: %v", err)
+	}
+}
+
+func TestSourceChangeReindexes(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "a.csv")
+	if err := sampledata.WriteCSV(p, 0, 100); err != nil {
+		t.Fatal(err)
+	}
+	d := newDataset(t, "d", dir, 40)
+	mnt := mountT(t, Config{Datasets: []*dataset.Dataset{d}})
+	first := filepath.Join(mnt, "d", "000000.arrow")
+	old, err := os.ReadFile(first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sampledata.WriteCSV(p, 5000, 130); err != nil {
+		t.Fatal(err)
+	}
+	future := time.Now().Add(2 * time.Second)
+	os.Chtimes(p, future, future)
+	// A new open sees the new generation: new rows, never old ones.
+	b, err := os.ReadFile(first)
+	if err != nil {
+		t.Fatalf("read after change: %v", err)
+	}
+	if bytes.Equal(b, old) {
+		t.Fatal("served the old bytes after the source changed")
+	}
+	r, err := ipc.NewFileReader(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, _ := r.RecordBatch(0)
+	if id := rec.Column(0).(*array.Int64).Value(0); id != 5000 {
+		t.Fatalf("first id %d, want 5000", id)
+	}
+	fi, err := os.Stat(first)
+	if err != nil || fi.Size() != int64(len(b)) {
+		t.Fatalf("stat after change: %v size %d want %d", err, fi.Size(), len(b))
+	}
+	if _, err := os.Stat(filepath.Join(mnt, "d", "000003.arrow")); err != nil {
+		t.Fatalf("new batch 3 (rows 120..130) missing: %v", err)
+	}
+}
+
+func TestBrokenDatasetsFailAloneWithReasons(t *testing.T) {
+	good := t.TempDir()
+	if err := sampledata.WriteCSV(filepath.Join(good, "a.csv"), 0, 10); err != nil {
+		t.Fatal(err)
+	}
+	corrupt := t.TempDir()
+	if err := os.WriteFile(filepath.Join(corrupt, "x.parquet"), []byte("PAR1 this is not parquet at all"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	truncated := t.TempDir()
+	pq := filepath.Join(truncated, "t.parquet")
+	if err := sampledata.WriteParquet(pq, 500, 100); err != nil {
+		t.Fatal(err)
+	}
+	whole, _ := os.ReadFile(pq)
+	os.WriteFile(pq, whole[:len(whole)/2], 0o644)
+	mismatch := t.TempDir()
+	sampledata.WriteCSV(filepath.Join(mismatch, "a.csv"), 0, 10)
+	sampledata.WriteJSONL(filepath.Join(mismatch, "b.jsonl"), 0, 10)
+
+	ds := []*dataset.Dataset{newDataset(t, "good", good, 4), newDataset(t, "corrupt", corrupt, 4),
+		newDataset(t, "truncated", truncated, 4), newDataset(t, "mismatch", mismatch, 4)}
+	mnt := mountT(t, Config{Datasets: ds})
+	for _, name := range []string{"corrupt", "truncated", "mismatch"} {
+		_, err := os.ReadDir(filepath.Join(mnt, name))
+		if !errors.Is(err, syscall.EIO) {
+			t.Errorf("%s: readdir err %v, want EIO", name, err)
+		}
+		st, err := os.ReadFile(filepath.Join(mnt, ".zenith", "datasets", name))
+		if err != nil || !strings.Contains(string(st), `"state": "error"`) {
+			t.Errorf("%s: state %s (%v)", name, st, err)
+		}
+	}
+	st, _ := os.ReadFile(filepath.Join(mnt, ".zenith", "datasets", "mismatch"))
+	if !strings.Contains(string(st), "a.csv") || !strings.Contains(string(st), "b.jsonl") {
+		t.Errorf("schema mismatch reason does not name both files: %s", st)
+	}
+	if _, err := os.ReadFile(filepath.Join(mnt, "good", "000001.arrow")); err != nil {
+		t.Fatalf("good dataset not served beside broken ones: %v", err)
+	}
+	errs, _ := os.ReadFile(filepath.Join(mnt, ".zenith", "errors"))
+	if !strings.Contains(string(errs), "corrupt") {
+		t.Errorf(".zenith/errors lacks the reason: %s", errs)
+	}
+}
+
+func TestHandlerPanicIsEIOAndMountLives(t *testing.T) {
+	dir := t.TempDir()
+	sampledata.WriteCSV(filepath.Join(dir, "a.csv"), 0, 10)
+	d := newDataset(t, "d", dir, 4)
+	mnt := mountT(t, Config{Datasets: []*dataset.Dataset{d}, Faults: func(op, name string) {
+		if op == "open" && strings.HasSuffix(name, "000001.arrow") {
+			panic("injected fault")
+		}
+	}})
+	_, err := os.ReadFile(filepath.Join(mnt, "d", "000001.arrow"))
+	if !errors.Is(err, syscall.EIO) {
+		t.Fatalf("panicking open: err %v, want EIO", err)
+	}
+	if _, err := os.ReadFile(filepath.Join(mnt, "d", "000002.arrow")); err != nil {
+		t.Fatalf("mount dead after a handler panic: %v", err)
+	}
+	errs, _ := os.ReadFile(filepath.Join(mnt, ".zenith", "errors"))
+	if !strings.Contains(string(errs), "injected fault") {
+		t.Errorf(".zenith/errors lacks the panic: %s", errs)
+	}
+}
