@@ -1,0 +1,16 @@
+package scheduler
+
+import "errors"
+
+// Sentinel errors; callers test them with errors.Is. The fs layer maps them to
+// errno values (EINVAL, EEXIST, EACCES, ENOENT) in one place.
+var (
+	// ErrInvalidSpec wraps every reason a spec is rejected.
+	ErrInvalidSpec = errors.New("invalid job spec")
+	// ErrExists is returned when a job of that name already exists.
+	ErrExists = errors.New("job name already exists")
+	// ErrPermission is returned when the caller may not submit or cancel.
+	ErrPermission = errors.New("permission denied")
+	// ErrNotFound is returned for an unknown job.
+	ErrNotFound = errors.New("no such job")
+)
