@@ -1,0 +1,186 @@
+package slurm
+
+import (
+	"fmt"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/zenithfs/zenithfs/scheduler"
+)
+
+// envNameRE is what a name must look like to be exported from a POSIX shell.
+var envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// jobNameRE mirrors the spec's name rule (product.md §4); the runner checks
+// it again because the name goes into sbatch's argv and the script.
+var jobNameRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+// submission is what Start hands to sbatch: its options (argv, never parsed
+// by a shell) and the batch script read from stdin.
+type submission struct {
+	args   []string
+	script string
+}
+
+// validate rejects requests sbatch must never see. Every error wraps
+// scheduler.ErrInvalidSpec.
+func validate(req scheduler.RunRequest) error {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w: %s", scheduler.ErrInvalidSpec, fmt.Sprintf(format, a...))
+	}
+	switch {
+	case !jobNameRE.MatchString(req.Name):
+		return bad("job name %q: want 1-64 letters, digits, '-', '_', '.'", req.Name)
+	case len(req.Command) == 0 || req.Command[0] == "":
+		return bad("job %s: empty command", req.Name)
+	case req.Shell && len(req.Command) != 1:
+		return bad("job %s: a shell command is one string, got %d", req.Name, len(req.Command))
+	case req.LogPath == "" || !filepath.IsAbs(req.LogPath):
+		return bad("job %s: log path %q must be absolute", req.Name, req.LogPath)
+	case req.Workdir != "" && !filepath.IsAbs(req.Workdir):
+		return bad("job %s: workdir %q must be absolute", req.Name, req.Workdir)
+	case req.GPUCount < 0 || req.CPUs < 0 || req.MemoryBytes < 0 || req.TimeLimit < 0 ||
+		req.Retries < 0 || req.Nodes < 0 || req.TasksPerNode < 0:
+		return bad("job %s: negative resource request", req.Name)
+	}
+	for _, s := range append([]string{req.LogPath, req.Workdir, req.MountPoint}, req.Command...) {
+		if strings.ContainsRune(s, 0) {
+			return bad("job %s: NUL byte in command or path", req.Name)
+		}
+	}
+	for k, v := range req.Env {
+		if !envNameRE.MatchString(k) {
+			return bad("job %s: environment variable name %q", req.Name, k)
+		}
+		if strings.ContainsRune(v, 0) {
+			return bad("job %s: NUL byte in environment variable %s", req.Name, k)
+		}
+	}
+	return nil
+}
+
+// buildSubmission turns a request into sbatch options and a script. The
+// request must have passed validate.
+//
+// Options go on sbatch's command line rather than in #SBATCH lines because
+// sbatch does not shell-parse argv: a log path with spaces needs no quoting.
+// The script exports the environment with single-quoted values and execs the
+// command with every argument single-quoted, so nothing in the spec is
+// interpreted by a shell unless the spec asked for one.
+func buildSubmission(req scheduler.RunRequest, cfg Config) submission {
+	args := []string{
+		"--parsable",
+		"--job-name=" + req.Name,
+		// Both streams into the one file the control tree serves; append so a
+		// requeued or retried attempt does not erase the previous one's log.
+		"--output=" + escapeFilenamePattern(req.LogPath),
+		"--error=" + escapeFilenamePattern(req.LogPath),
+		"--open-mode=append",
+		"--comment=zenithfs job " + req.Name + " attempt " + strconv.Itoa(req.Attempt),
+	}
+	if cfg.Partition != "" {
+		args = append(args, "--partition="+cfg.Partition)
+	}
+	if req.Workdir != "" {
+		args = append(args, "--chdir="+req.Workdir)
+	}
+	if req.GPUCount > 0 {
+		args = append(args, "--gres=gpu:"+strconv.Itoa(req.GPUCount))
+	}
+	if req.CPUs > 0 {
+		args = append(args, "--cpus-per-task="+strconv.Itoa(req.CPUs))
+	}
+	if req.MemoryBytes > 0 {
+		args = append(args, "--mem="+strconv.FormatInt(ceilDiv(req.MemoryBytes, 1<<20), 10)+"M")
+	}
+	if req.TimeLimit > 0 {
+		args = append(args, "--time="+formatTimeLimit(req.TimeLimit))
+	}
+	if req.Retries > 0 {
+		args = append(args, "--requeue")
+	} else {
+		args = append(args, "--no-requeue")
+	}
+	if req.Nodes > 0 {
+		args = append(args, "--nodes="+strconv.Itoa(req.Nodes))
+	}
+	if req.TasksPerNode > 0 {
+		args = append(args, "--ntasks-per-node="+strconv.Itoa(req.TasksPerNode))
+	}
+	args = append(args, cfg.ExtraArgs...)
+	return submission{args: args, script: buildScript(req, cfg)}
+}
+
+// buildScript writes the batch script: exports, then exec of the command —
+// through srun (one copy per task) when the job has several nodes or tasks.
+func buildScript(req scheduler.RunRequest, cfg Config) string {
+	var b strings.Builder
+	b.WriteString("#!/bin/sh\n")
+	fmt.Fprintf(&b, "# zenithfs job %s, attempt %d (written by zenithfs scheduler/slurm).\n", req.Name, req.Attempt)
+	keys := make([]string, 0, len(req.Env))
+	for k := range req.Env {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(&b, "export %s=%s\n", k, shellQuote(req.Env[k]))
+	}
+	// After the spec's env, so these are authoritative.
+	fmt.Fprintf(&b, "export ZENITH_JOB_NAME=%s\n", shellQuote(req.Name))
+	fmt.Fprintf(&b, "export ZENITH_JOB_ATTEMPT=%d\n", req.Attempt)
+	fmt.Fprintf(&b, "export ZENITH_MOUNT=%s\n", shellQuote(req.MountPoint))
+
+	argv := req.Command
+	if req.Shell {
+		argv = []string{"/bin/sh", "-c", req.Command[0]}
+	}
+	if req.Nodes > 1 || req.TasksPerNode > 1 {
+		// One copy of the command per task; a task that fails ends the others.
+		argv = append([]string{cfg.bin("srun"), "--kill-on-bad-exit=1"}, argv...)
+	}
+	b.WriteString("exec")
+	for _, a := range argv {
+		b.WriteByte(' ')
+		b.WriteString(shellQuote(a))
+	}
+	b.WriteByte('\n')
+	return b.String()
+}
+
+// shellQuote single-quotes s for a POSIX shell: the only character that needs
+// care inside single quotes is the quote itself.
+func shellQuote(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./=:,+@%", r))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// escapeFilenamePattern protects a path from sbatch's filename patterns
+// (%j, %x, …): "%%" is a literal percent sign. A backslash in the path would
+// disable the patterns altogether, so it is left alone.
+func escapeFilenamePattern(p string) string {
+	if strings.Contains(p, `\`) {
+		return p
+	}
+	return strings.ReplaceAll(p, "%", "%%")
+}
+
+// formatTimeLimit writes d as sbatch's "D-HH:MM:SS", rounded up to a second
+// (Slurm itself rounds up to whole minutes).
+func formatTimeLimit(d time.Duration) string {
+	secs := ceilDiv(int64(d), int64(time.Second))
+	days := secs / 86400
+	secs %= 86400
+	return fmt.Sprintf("%d-%02d:%02d:%02d", days, secs/3600, secs/60%60, secs%60)
+}
+
+func ceilDiv(a, b int64) int64 {
+	return (a + b - 1) / b
+}

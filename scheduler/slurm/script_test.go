@@ -1,0 +1,164 @@
+package slurm
+
+import (
+	"errors"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/zenithfs/zenithfs/scheduler"
+)
+
+func baseRequest() scheduler.RunRequest {
+	return scheduler.RunRequest{
+		Name:       "train-1",
+		Attempt:    1,
+		Command:    []string{"python3", "train.py"},
+		LogPath:    "/state/jobs/train-1/log",
+		MountPoint: "/mnt/z",
+	}
+}
+
+func TestBuildSubmissionOptions(t *testing.T) {
+	tests := []struct {
+		name    string
+		edit    func(*scheduler.RunRequest)
+		cfg     Config
+		want    []string // options that must be present
+		notWant []string // option prefixes that must be absent
+	}{
+		{"minimal", func(*scheduler.RunRequest) {}, Config{},
+			[]string{"--parsable", "--job-name=train-1", "--output=/state/jobs/train-1/log",
+				"--error=/state/jobs/train-1/log", "--open-mode=append", "--no-requeue"},
+			[]string{"--gres", "--cpus-per-task", "--mem", "--time", "--nodes", "--ntasks-per-node", "--chdir", "--partition", "--requeue"}},
+		{"resources", func(r *scheduler.RunRequest) {
+			r.GPUCount, r.CPUs, r.MemoryBytes = 2, 4, 3<<30+1
+			r.TimeLimit = 2*time.Hour + 30*time.Second
+			r.Workdir = "/work dir"
+		}, Config{Partition: "gpu", ExtraArgs: []string{"--account=ml"}},
+			[]string{"--gres=gpu:2", "--cpus-per-task=4", "--mem=3073M", "--time=0-02:00:30",
+				"--chdir=/work dir", "--partition=gpu", "--account=ml"}, nil},
+		{"retries requeue", func(r *scheduler.RunRequest) { r.Retries = 2 }, Config{},
+			[]string{"--requeue"}, []string{"--no-requeue"}},
+		{"multi-node", func(r *scheduler.RunRequest) { r.Nodes, r.TasksPerNode = 2, 4 }, Config{},
+			[]string{"--nodes=2", "--ntasks-per-node=4"}, nil},
+		{"long time limit", func(r *scheduler.RunRequest) { r.TimeLimit = 50 * time.Hour }, Config{},
+			[]string{"--time=2-02:00:00"}, nil},
+		{"sub-second time limit rounds up", func(r *scheduler.RunRequest) { r.TimeLimit = 1500 * time.Millisecond }, Config{},
+			[]string{"--time=0-00:00:02"}, nil},
+		{"percent in log path", func(r *scheduler.RunRequest) { r.LogPath = "/logs/100%/%j" }, Config{},
+			[]string{"--output=/logs/100%%/%%j", "--error=/logs/100%%/%%j"}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := baseRequest()
+			tt.edit(&req)
+			if err := validate(req); err != nil {
+				t.Fatal(err)
+			}
+			sub := buildSubmission(req, tt.cfg)
+			for _, w := range tt.want {
+				if !slices.Contains(sub.args, w) {
+					t.Errorf("missing %q in %q", w, sub.args)
+				}
+			}
+			for _, nw := range tt.notWant {
+				for _, a := range sub.args {
+					if a == nw || strings.HasPrefix(a, nw+"=") {
+						t.Errorf("unexpected %q in %q", a, sub.args)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestScriptQuotingThroughRealShell runs the generated script's exec line
+// through /bin/sh and checks that every argument and env value arrives
+// byte-for-byte, whatever shell syntax it contains.
+func TestScriptQuotingThroughRealShell(t *testing.T) {
+	nasty := []string{"plain", "with space", `it's`, `"dq"`, "$HOME", "`id`", "$(id)", "a;b", "*", "", "\\n", "tab\there", "new\nline", "ünï"}
+	req := baseRequest()
+	req.Command = append([]string{"printf", `%s\0`}, nasty...)
+	req.Env = map[string]string{"NASTY": `$(echo pwned) 'q' "d"`}
+	script := buildSubmission(req, Config{}).script
+	out, err := exec.Command("/bin/sh", "-c", script).Output()
+	if err != nil {
+		t.Fatalf("script failed: %v\n%s", err, script)
+	}
+	got := strings.Split(strings.TrimSuffix(string(out), "\x00"), "\x00")
+	if !slices.Equal(got, nasty) {
+		t.Errorf("args arrived as %q, want %q", got, nasty)
+	}
+
+	req.Command = []string{"sh", "-c", `printf '%s|%s|%s|%s' "$NASTY" "$ZENITH_JOB_NAME" "$ZENITH_MOUNT" "$ZENITH_JOB_ATTEMPT"`}
+	out, err = exec.Command("/bin/sh", "-c", buildSubmission(req, Config{}).script).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `$(echo pwned) 'q' "d"|train-1|/mnt/z|1`; string(out) != want {
+		t.Errorf("env arrived as %q, want %q", out, want)
+	}
+}
+
+func TestScriptShellAndSrun(t *testing.T) {
+	tests := []struct {
+		name     string
+		edit     func(*scheduler.RunRequest)
+		cfg      Config
+		wantExec string
+	}{
+		{"argv", func(*scheduler.RunRequest) {}, Config{}, "exec python3 train.py\n"},
+		{"shell", func(r *scheduler.RunRequest) {
+			r.Shell, r.Command = true, []string{"echo $HOME && ls"}
+		}, Config{}, "exec /bin/sh -c 'echo $HOME && ls'\n"},
+		{"multi-task via srun", func(r *scheduler.RunRequest) { r.Nodes, r.TasksPerNode = 2, 2 },
+			Config{BinDir: "/opt/slurm/bin"}, "exec /opt/slurm/bin/srun --kill-on-bad-exit=1 python3 train.py\n"},
+		{"one node, one task: no srun", func(r *scheduler.RunRequest) { r.Nodes, r.TasksPerNode = 1, 1 },
+			Config{}, "exec python3 train.py\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := baseRequest()
+			tt.edit(&req)
+			script := buildSubmission(req, tt.cfg).script
+			if !strings.HasPrefix(script, "#!/bin/sh\n") || !strings.HasSuffix(script, tt.wantExec) {
+				t.Errorf("script:\n%s\nwant it to end with %q", script, tt.wantExec)
+			}
+		})
+	}
+}
+
+func TestValidateRejects(t *testing.T) {
+	tests := []struct {
+		name string
+		edit func(*scheduler.RunRequest)
+	}{
+		{"bad name", func(r *scheduler.RunRequest) { r.Name = "a b" }},
+		{"name with slash", func(r *scheduler.RunRequest) { r.Name = "../x" }},
+		{"long name", func(r *scheduler.RunRequest) { r.Name = strings.Repeat("x", 65) }},
+		{"empty command", func(r *scheduler.RunRequest) { r.Command = nil }},
+		{"empty argv0", func(r *scheduler.RunRequest) { r.Command = []string{""} }},
+		{"shell with argv", func(r *scheduler.RunRequest) { r.Shell, r.Command = true, []string{"a", "b"} }},
+		{"relative log", func(r *scheduler.RunRequest) { r.LogPath = "log" }},
+		{"no log", func(r *scheduler.RunRequest) { r.LogPath = "" }},
+		{"relative workdir", func(r *scheduler.RunRequest) { r.Workdir = "x" }},
+		{"negative gpus", func(r *scheduler.RunRequest) { r.GPUCount = -1 }},
+		{"negative memory", func(r *scheduler.RunRequest) { r.MemoryBytes = -1 }},
+		{"bad env name", func(r *scheduler.RunRequest) { r.Env = map[string]string{"A-B": "x"} }},
+		{"env name injection", func(r *scheduler.RunRequest) { r.Env = map[string]string{"A=1;rm": "x"} }},
+		{"NUL in arg", func(r *scheduler.RunRequest) { r.Command = []string{"echo", "a\x00b"} }},
+		{"NUL in env", func(r *scheduler.RunRequest) { r.Env = map[string]string{"A": "a\x00"} }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := baseRequest()
+			tt.edit(&req)
+			if err := validate(req); !errors.Is(err, scheduler.ErrInvalidSpec) {
+				t.Errorf("validate = %v, want ErrInvalidSpec", err)
+			}
+		})
+	}
+}
