@@ -437,3 +437,6 @@ func snapshotID(loc Location, infos []source.Info, opts Options) string {
 	}
 	return hex.EncodeToString(h.Sum(nil))[:32]
 }
+
+// Opts exposes the dataset's options for wiring before Load.
+func (d *Dataset) Opts() *Options { return &d.opts }

@@ -1,0 +1,212 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"os"
+	"os/signal"
+	"path"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/zenithfs/zenithfs/dataset"
+	"github.com/zenithfs/zenithfs/format"
+	zfs "github.com/zenithfs/zenithfs/fs"
+	"github.com/zenithfs/zenithfs/source"
+)
+
+func cmdMount(args []string) error {
+	cfg, err := parseMountArgs(reorder(args))
+	if err != nil {
+		return err
+	}
+	mnt, err := checkMountPoint(cfg.MountPoint)
+	if err != nil {
+		return err
+	}
+	cfg.MountPoint = mnt
+	if cfg.LogFile == "" {
+		cfg.LogFile = filepath.Join(cfg.StateDir, "zenithfs.log")
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o755); err != nil {
+		return fmt.Errorf("state dir: %w", err)
+	}
+	if !cfg.Foreground {
+		return daemonize(args, cfg.LogFile)
+	}
+	n := newNotifier()
+	err = serve(cfg, n)
+	if err != nil {
+		n.fail(err)
+	}
+	return err
+}
+
+// checkMountPoint refuses anything but an empty directory (or a stale
+// mount, with a hint), before anything else happens.
+func checkMountPoint(p string) (string, error) {
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return "", err
+	}
+	fi, err := os.Stat(abs)
+	if errors.Is(err, syscall.ENOTCONN) {
+		return "", fmt.Errorf("mountpoint %s is a stale mount (its daemon died): run zenithfs umount %s", abs, abs)
+	}
+	if err != nil {
+		return "", fmt.Errorf("mountpoint %s: %w", abs, unwrapPath(err))
+	}
+	if !fi.IsDir() {
+		return "", fmt.Errorf("mountpoint %s is not a directory", abs)
+	}
+	if mounted(abs) {
+		return "", fmt.Errorf("mountpoint %s is already mounted: run zenithfs umount %s first", abs, abs)
+	}
+	d, err := os.Open(abs)
+	if err != nil {
+		return "", fmt.Errorf("mountpoint %s: %w", abs, unwrapPath(err))
+	}
+	defer d.Close()
+	if names, _ := d.Readdirnames(1); len(names) > 0 {
+		return "", fmt.Errorf("mountpoint %s is not empty", abs)
+	}
+	return abs, nil
+}
+
+func unwrapPath(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+func newLogger(cfg *Config) (*slog.Logger, io.Closer, error) {
+	f, err := os.OpenFile(cfg.LogFile, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return nil, nil, fmt.Errorf("log file: %w", err)
+	}
+	var w io.Writer = f
+	if os.Getenv(readyEnv) == "" { // foreground: the terminal gets the log too
+		w = io.MultiWriter(f, os.Stderr)
+	}
+	level := slog.LevelInfo
+	if cfg.Debug {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level})), f, nil
+}
+
+// serve runs the daemon in the foreground until unmounted or signalled.
+func serve(cfg *Config, n *notifier) error {
+	log, closer, err := newLogger(cfg)
+	if err != nil {
+		return err
+	}
+	defer closer.Close()
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		return errors.New("FUSE is unavailable: /dev/fuse is missing (load the fuse module or install fuse3)")
+	}
+	workers := cfg.Workers
+	if workers == 0 {
+		workers = runtime.NumCPU()
+	}
+	checkEvery, err := time.ParseDuration(cfg.CheckInterval)
+	if err != nil {
+		return fmt.Errorf("--check-interval: %w", err)
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer cancel()
+
+	w, err := wire(ctx, cfg, log, workers, checkEvery, progressReporter(n))
+	if err != nil {
+		return err
+	}
+	defer w.close()
+
+	srv, err := zfs.Mount(cfg.MountPoint, zfs.Config{
+		Datasets:   w.datasets,
+		Batches:    w.batches,
+		Stats:      w.statsJSON,
+		Logger:     log,
+		Owner:      uint32(os.Getuid()),
+		AllowOther: cfg.AllowOther,
+		Debug:      cfg.Debug,
+	})
+	if err != nil {
+		return fmt.Errorf("mount %s: %w", cfg.MountPoint, err)
+	}
+	log.Info("mounted", "mountpoint", cfg.MountPoint, "datasets", len(w.datasets), "pid", os.Getpid())
+	if err := writePidFile(cfg); err != nil {
+		log.Warn("pid file", "err", err)
+	}
+	defer removePidFile(cfg)
+	n.ready()
+	go func() {
+		<-ctx.Done()
+		log.Info("signal received; unmounting")
+		if err := srv.Unmount(); err != nil {
+			log.Error("unmount", "err", err)
+		}
+	}()
+	srv.Wait()
+	log.Info("unmounted", "mountpoint", cfg.MountPoint)
+	return nil
+}
+
+// location resolves a dataset URI to a store and location.
+func location(ctx context.Context, cfg *Config, d DatasetConfig, log *slog.Logger) (dataset.Location, error) {
+	if strings.HasPrefix(d.URI, "s3://") {
+		return s3Location(ctx, cfg, d, log)
+	}
+	if strings.Contains(d.URI, "://") {
+		return dataset.Location{}, fmt.Errorf("dataset %s: unsupported URI %q (want a local path or s3://bucket/prefix)", d.Name, d.URI)
+	}
+	abs, err := filepath.Abs(d.URI)
+	if err != nil {
+		return dataset.Location{}, err
+	}
+	fi, err := os.Stat(abs)
+	if err != nil {
+		return dataset.Location{}, fmt.Errorf("dataset %s: %s: %w", d.Name, abs, unwrapPath(err))
+	}
+	if fi.IsDir() {
+		return dataset.Location{Store: newLocalStore(abs, cfg), Prefix: true, StoreID: "file:" + abs}, nil
+	}
+	if !format.Supported(abs) {
+		return dataset.Location{}, fmt.Errorf("dataset %s: %s: %w (want .parquet, .arrow, .arrows, .csv, .jsonl)", d.Name, abs, format.ErrUnsupported)
+	}
+	dir := filepath.Dir(abs)
+	return dataset.Location{Store: newLocalStore(dir, cfg), Key: filepath.Base(abs), StoreID: "file:" + dir}, nil
+}
+
+func s3Location(ctx context.Context, cfg *Config, d DatasetConfig, log *slog.Logger) (dataset.Location, error) {
+	u, err := url.Parse(d.URI)
+	if err != nil || u.Host == "" {
+		return dataset.Location{}, fmt.Errorf("dataset %s: bad S3 URI %q (want s3://bucket/prefix)", d.Name, d.URI)
+	}
+	key := strings.TrimPrefix(u.Path, "/")
+	store, err := source.NewS3(ctx, source.S3Options{Bucket: u.Host, Endpoint: cfg.S3Endpoint, Logger: log})
+	if err != nil {
+		return dataset.Location{}, fmt.Errorf("dataset %s: %w", d.Name, err)
+	}
+	id := "s3://" + u.Host
+	if key != "" && format.Supported(key) {
+		if _, err := store.Stat(ctx, key); err == nil {
+			return dataset.Location{Store: store, Key: key, StoreID: id}, nil
+		}
+	}
+	if key != "" && !strings.HasSuffix(key, "/") {
+		key += "/"
+	}
+	return dataset.Location{Store: store, Key: key, Prefix: true, StoreID: id}, nil
+}
+
+var _ = path.Join

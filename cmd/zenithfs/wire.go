@@ -1,0 +1,108 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/zenithfs/zenithfs/dataset"
+	zfs "github.com/zenithfs/zenithfs/fs"
+	"github.com/zenithfs/zenithfs/source"
+)
+
+// wiring holds what serve builds before mounting, and closes it after.
+type wiring struct {
+	datasets []*dataset.Dataset
+	batches  zfs.Batches
+	locals   []*source.Local
+	s3s      []*source.S3
+	closers  []func()
+}
+
+func newLocalStore(dir string, cfg *Config) source.Store {
+	return source.NewLocal(dir)
+}
+
+// wire builds stores and datasets. A dataset whose location is missing or
+// unreadable fails the start; one whose content is corrupt is mounted in an
+// error state (EIO inside, the reason in .zenith/datasets/NAME) so the
+// others are still served.
+func wire(ctx context.Context, cfg *Config, log *slog.Logger, workers int, checkEvery time.Duration, progress func(string, int64, int64)) (*wiring, error) {
+	w := &wiring{}
+	segBytes := max(cfg.cacheBytes/8, 16<<20)
+	for _, dc := range cfg.Datasets {
+		loc, err := location(ctx, cfg, dc, log)
+		if err != nil {
+			return nil, err
+		}
+		switch s := loc.Store.(type) {
+		case *source.Local:
+			w.locals = append(w.locals, s)
+		case *source.S3:
+			w.s3s = append(w.s3s, s)
+		}
+		schema, err := dc.arrowSchema()
+		if err != nil {
+			return nil, err
+		}
+		bs := cfg.BatchSize
+		if dc.BatchSize > 0 {
+			bs = dc.BatchSize
+		}
+		_, isLocal := loc.Store.(*source.Local)
+		d := dataset.New(dc.Name, loc, dataset.Options{
+			BatchSize:         bs,
+			StateDir:          cfg.StateDir,
+			Workers:           workers,
+			SegmentCacheBytes: segBytes / int64(len(cfg.Datasets)),
+			CheckInterval:     checkEvery,
+			VerifyAfterBuild:  isLocal,
+			Logger:            log,
+			Progress:          progress,
+		})
+		d.Opts().Format.Schema = schema
+		if _, err := d.List(ctx); err != nil {
+			return nil, fmt.Errorf("dataset %s (%s): %w", dc.Name, dc.URI, err)
+		}
+		if err := d.Load(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			log.Error("dataset cannot be served", "dataset", dc.Name, "err", err)
+		}
+		w.datasets = append(w.datasets, d)
+	}
+	return w, nil
+}
+
+func (w *wiring) close() {
+	for i := len(w.closers) - 1; i >= 0; i-- {
+		w.closers[i]()
+	}
+}
+
+// Stats is the content of .zenith/stats.
+type Stats struct {
+	Time     time.Time            `json:"time"`
+	Datasets []zfs.DatasetState   `json:"datasets"`
+	S3       []source.S3Stats     `json:"s3,omitempty"`
+	Extra    map[string]any       `json:"extra,omitempty"`
+	Errors   map[string]uint64    `json:"errors,omitempty"`
+	Local    []map[string]uint64  `json:"local,omitempty"`
+	_        struct{}
+}
+
+func (w *wiring) stats() Stats {
+	st := Stats{Time: time.Now().UTC()}
+	for _, s := range w.s3s {
+		st.S3 = append(st.S3, s.Stats())
+	}
+	return st
+}
+
+func (w *wiring) statsJSON() ([]byte, error) {
+	b, err := json.MarshalIndent(w.stats(), "", "  ")
+	return append(b, '\n'), err
+}
