@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"sort"
@@ -245,8 +246,8 @@ func (s *S3) Check(ctx context.Context) error {
 	_, err := s.creds.Retrieve(cctx)
 	cancel()
 	if err != nil {
-		return fmt.Errorf("s3://%s: %w: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE (%v)",
-			s.bucket, ErrNoCredentials, err)
+		return userError(ErrNoCredentials, err,
+			"s3://%s: no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE (%v)", s.bucket, err)
 	}
 	err = s.retry(ctx, func(actx context.Context) error {
 		s.lists.Add(1)
@@ -260,17 +261,36 @@ func (s *S3) Check(ctx context.Context) error {
 	}
 	status, code := responseStatus(err)
 	switch {
-	case code == "NoSuchBucket" || status == http.StatusNotFound:
-		return fmt.Errorf("s3: bucket %q does not exist at %s: %w", s.bucket, s.where(), ErrBucketNotFound)
 	case status == http.StatusForbidden || isAuthCode(code):
-		return fmt.Errorf("s3: access denied to bucket %q at %s (%s): check AWS credentials: %w",
-			s.bucket, s.where(), code, ErrAccessDenied)
+		return userError(ErrAccessDenied, err, "s3: access denied to bucket %q at %s (%s): check AWS credentials",
+			s.bucket, s.where(), code)
+	case code == "NoSuchBucket" || status == http.StatusNotFound:
+		return userError(ErrBucketNotFound, err, "s3: bucket %q does not exist at %s", s.bucket, s.where())
 	case status == http.StatusMovedPermanently || code == "PermanentRedirect" || code == "AuthorizationHeaderMalformed":
 		return fmt.Errorf("s3: bucket %q is in another region (%s): set AWS_REGION: %w", s.bucket, code, err)
-	case status == 0:
-		return fmt.Errorf("s3: cannot reach endpoint %s: %w: %w", s.where(), ErrUnreachable, err)
+	case status == 0 && ctx.Err() == nil:
+		cause := err.Error()
+		var op *net.OpError
+		if errors.As(err, &op) {
+			cause = op.Error()
+		}
+		return userError(ErrUnreachable, err, "s3: cannot reach endpoint %s: %s", s.where(), cause)
 	}
 	return fmt.Errorf("s3: check bucket %q at %s: %w", s.bucket, s.where(), err)
+}
+
+// userErr is a one-line message for a user that still unwraps to a
+// sentinel and the underlying cause.
+type userErr struct {
+	msg  string
+	errs [2]error
+}
+
+func (e *userErr) Error() string   { return e.msg }
+func (e *userErr) Unwrap() []error { return e.errs[:] }
+
+func userError(sentinel, cause error, format string, args ...any) error {
+	return &userErr{msg: fmt.Sprintf(format, args...), errs: [2]error{sentinel, cause}}
 }
 
 // Stat implements Store with a HEAD request. Info.ETag has no quotes.

@@ -65,7 +65,18 @@ func transient(ctx context.Context, err error) bool {
 	if ctx.Err() != nil {
 		return false
 	}
-	if status, code := responseStatus(err); status != 0 {
+	switch {
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET),
+		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.EPIPE),
+		errors.Is(err, syscall.ECONNABORTED):
+		return true
+	}
+	status, code := responseStatus(err)
+	var de *smithy.DeserializationError
+	if status >= 200 && status < 300 && errors.As(err, &de) {
+		return true // a success whose body was cut short
+	}
+	if status != 0 {
 		switch {
 		case status >= 500, status == http.StatusTooManyRequests, status == http.StatusRequestTimeout:
 			return true
@@ -73,12 +84,6 @@ func transient(ctx context.Context, err error) bool {
 			return true
 		}
 		return sdkRetryables.IsErrorRetryable(err) == aws.TrueTernary
-	}
-	switch {
-	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET),
-		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.EPIPE),
-		errors.Is(err, syscall.ECONNABORTED):
-		return true
 	}
 	return sdkRetryables.IsErrorRetryable(err) == aws.TrueTernary
 }
@@ -99,7 +104,9 @@ func responseStatus(err error) (status int, code string) {
 
 func isAuthCode(code string) bool {
 	switch code {
-	case "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken":
+	case "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken",
+		"AccountProblem", "InvalidSecurity",
+		"XAdminUserNotFound": // versitygw's answer (404) to an unknown access key
 		return true
 	}
 	return false
@@ -109,6 +116,8 @@ func isAuthCode(code string) bool {
 func classify(err error) error {
 	status, code := responseStatus(err)
 	switch {
+	case isAuthCode(code):
+		return fmt.Errorf("%w: %w", ErrAccessDenied, err)
 	case code == "NoSuchBucket":
 		return fmt.Errorf("%w: %w", ErrBucketNotFound, err)
 	case code == "NoSuchKey" || code == "NotFound" || status == http.StatusNotFound:
