@@ -176,7 +176,7 @@ func testReadAtRandom(t *testing.T, newFixture Factory) {
 		}
 		p := make([]byte, n)
 		got, err := s.ReadAt(ctx(t), "obj", p, int64(off))
-		end := off + n == len(data)
+		end := off+n == len(data)
 		if got != n || (err != nil && !(end && err == io.EOF)) {
 			t.Fatalf("ReadAt(off %d, len %d) = %d, %v", off, n, got, err)
 		}
