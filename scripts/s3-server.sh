@@ -7,6 +7,8 @@
 #   scripts/s3-server.sh stop [PORT]        stop the server started on PORT
 #   scripts/s3-server.sh env [PORT]         print the AWS_* exports that reach it:
 #                                           eval "$(scripts/s3-server.sh env)"
+#   scripts/s3-server.sh load SRC BUCKET [PREFIX] [PORT]
+#                                           upload a file or directory tree (bucket created if missing)
 #   scripts/s3-server.sh path               print the binary's path
 #
 # PORT defaults to 7070 ($S3_PORT). Credentials: $S3_ACCESS_KEY / $S3_SECRET_KEY
@@ -158,11 +160,24 @@ export AWS_EC2_METADATA_DISABLED=true
 EOF
 }
 
+cmd_load() {
+	local src=${1:-} bucket=${2:-} prefix=${3:-} port=${4:-$PORT_DEFAULT}
+	[ -n "$src" ] && [ -n "$bucket" ] || die "usage: $0 load SRC BUCKET [PREFIX] [PORT]"
+	check_port "$port"
+	[ -e "$src" ] || die "$src does not exist"
+	src=$(realpath "$src")
+	local root
+	root=$(cd "$(dirname "$0")/.." && pwd)
+	eval "$(cmd_env "$port")"
+	(cd "$root" && go run ./internal/s3test/s3load -bucket "$bucket" -prefix "$prefix" -endpoint "$AWS_ENDPOINT_URL_S3" "$src")
+}
+
 case "${1:-}" in
 install) cmd_install ;;
 start) shift; cmd_start "$@" ;;
 stop) shift; cmd_stop "$@" ;;
 env) shift; cmd_env "$@" ;;
+load) shift; cmd_load "$@" ;;
 path) b=$(find_bin); [ -n "$b" ] || die "versitygw is not installed: run $0 install"; echo "$b" ;;
-*) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+*) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -211,3 +211,25 @@ func TestS3CanceledContext(t *testing.T) {
 		t.Errorf("a canceled read was retried %d times", st.Retries)
 	}
 }
+
+// TestS3ReusesConnections: sequential reads go over kept-alive connections
+// (a new TCP connection per GET would dominate small reads).
+func TestS3ReusesConnections(t *testing.T) {
+	srv := s3test.Start(t)
+	data := storetest.Bytes(22, 1<<20)
+	bucket := srv.NewBucket(t, "", map[string][]byte{"obj": data})
+	proxy := s3test.NewProxy(t, srv.Endpoint, s3test.Faults{}, 4)
+	s := newS3(t, proxy.URL, srv, source.S3Options{Bucket: bucket, PartSize: 64 << 10, Concurrency: 4})
+	for i := 0; i < 20; i++ {
+		p := make([]byte, 256<<10)
+		off := int64(i * 4096)
+		if n, err := s.ReadAt(ctxT(t, time.Minute), "obj", p, off); n != len(p) || err != nil || !bytes.Equal(p, data[off:off+int64(n)]) {
+			t.Fatalf("ReadAt(%d) = %d, %v or bytes differ", off, n, err)
+		}
+	}
+	ps := proxy.Stats()
+	t.Logf("%d requests over %d connections", ps.Requests, ps.Conns)
+	if ps.Requests < 80 || ps.Conns > 8 {
+		t.Errorf("%d requests over %d connections; want ≥ 80 requests over ≤ 8 connections", ps.Requests, ps.Conns)
+	}
+}

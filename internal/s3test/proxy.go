@@ -35,6 +35,7 @@ type Faults struct {
 // ProxyStats counts what a Proxy did.
 type ProxyStats struct {
 	Requests, Errors5xx, Resets, Cuts, Delays, Hangs int64
+	Conns                                            int64 // client connections accepted
 }
 
 // Proxy is a reverse proxy on a loopback port that injects faults into the
@@ -52,7 +53,7 @@ type Proxy struct {
 	faults Faults
 	rng    *rand.Rand
 
-	requests, errs, resets, cuts, delays, hangs atomic.Int64
+	requests, errs, resets, cuts, delays, hangs, conns atomic.Int64
 }
 
 // NewProxy starts a proxy to target (a URL such as Server.Endpoint) with
@@ -69,7 +70,13 @@ func NewProxy(t testing.TB, target string, f Faults, seed uint64) *Proxy {
 	p.rp.ErrorHandler = func(w http.ResponseWriter, r *http.Request, err error) {
 		http.Error(w, "proxy: "+err.Error(), http.StatusBadGateway)
 	}
-	p.srv = httptest.NewServer(http.HandlerFunc(p.serve))
+	p.srv = httptest.NewUnstartedServer(http.HandlerFunc(p.serve))
+	p.srv.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			p.conns.Add(1)
+		}
+	}
+	p.srv.Start()
 	p.URL = p.srv.URL
 	t.Cleanup(p.Close)
 	return p
@@ -86,7 +93,7 @@ func (p *Proxy) SetFaults(f Faults) {
 func (p *Proxy) Stats() ProxyStats {
 	return ProxyStats{
 		Requests: p.requests.Load(), Errors5xx: p.errs.Load(), Resets: p.resets.Load(),
-		Cuts: p.cuts.Load(), Delays: p.delays.Load(), Hangs: p.hangs.Load(),
+		Cuts: p.cuts.Load(), Delays: p.delays.Load(), Hangs: p.hangs.Load(), Conns: p.conns.Load(),
 	}
 }
 
