@@ -10,7 +10,7 @@
 //	--job-name=NAME  --output=LOG --error=LOG --open-mode=append
 //	--gres=gpu:N  --cpus-per-task=C  --mem=MiB M  --time=D-HH:MM:SS
 //	--requeue (retries > 0) | --no-requeue   --nodes=N  --ntasks-per-node=T
-//	--chdir=WORKDIR  --partition=P  Config.ExtraArgs…
+//	--chdir=WORKDIR (or Config.Workdir)  --partition=P  Config.ExtraArgs…
 //
 // Options travel as argv (no shell parses them); the script exports the
 // spec's env, ZENITH_JOB_NAME, ZENITH_JOB_ATTEMPT and ZENITH_MOUNT with
@@ -62,12 +62,12 @@
 // SLURM_LOCALID. zenithfs does not move data between nodes: every task
 // mounts the same S3 dataset itself and reads its own rank's view, which
 // holds an equal, disjoint share of the batches, byte-identical on every
-// node. A spec for two nodes of four GPUs and four tasks each:
+// node. "gpus" and "memory" are per node (--gres, --mem), "cpus" per task
+// (--cpus-per-task). A spec for two nodes of four GPUs and four tasks each:
 //
-//	{"name": "ddp", "nodes": 2, "tasks_per_node": 4, "gpus": 4, "cpus": 8,
-//	 "time_limit": "12h", "shell": true,
-//	 "env": {"AWS_REGION": "us-east-1"},
-//	 "command": "/shared/ddp-task.sh"}
+//	{"name": "ddp", "nodes": 2, "ntasks_per_node": 4, "gpus": 4, "cpus": 8,
+//	 "time_limit": "12h", "env": {"S3_ENDPOINT": "https://s3.example.com"},
+//	 "command": ["/shared/ddp-task.sh"]}
 //
 // with /shared/ddp-task.sh, run by every task:
 //
@@ -76,7 +76,7 @@
 //	mnt=/tmp/zenith-$SLURM_JOB_ID-$SLURM_PROCID
 //	mkdir -p "$mnt"
 //	zenithfs mount --dataset train=s3://bucket/train --s3-endpoint "$S3_ENDPOINT" \
-//	    --state-dir "/tmp/zenith-state-$SLURM_PROCID" --jobs local --gpus 0 "$mnt"
+//	    --state-dir "$mnt.state" --jobs local --gpus 0 "$mnt"
 //	trap 'zenithfs umount "$mnt"' EXIT
 //	view="$mnt/train/views/rank=$SLURM_PROCID,world=$SLURM_NTASKS"
 //	export LOCAL_RANK=$SLURM_LOCALID RANK=$SLURM_PROCID WORLD_SIZE=$SLURM_NTASKS

@@ -43,6 +43,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Partition is passed as --partition; "" means the cluster's default.
 	Partition string
+	// Workdir is the working directory of jobs whose request has none
+	// (sbatch --chdir); "" leaves it to sbatch (the daemon's directory).
+	Workdir string
 	// ExtraArgs are appended to every sbatch command line (e.g.
 	// "--account=ml", "--qos=high", "--constraint=a100").
 	ExtraArgs []string

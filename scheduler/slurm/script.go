@@ -85,8 +85,10 @@ func buildSubmission(req scheduler.RunRequest, cfg Config) submission {
 	if cfg.Partition != "" {
 		args = append(args, "--partition="+cfg.Partition)
 	}
-	if req.Workdir != "" {
-		args = append(args, "--chdir="+req.Workdir)
+	if wd := req.Workdir; wd != "" {
+		args = append(args, "--chdir="+wd)
+	} else if cfg.Workdir != "" {
+		args = append(args, "--chdir="+cfg.Workdir)
 	}
 	if req.GPUCount > 0 {
 		args = append(args, "--gres=gpu:"+strconv.Itoa(req.GPUCount))
