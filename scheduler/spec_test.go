@@ -93,7 +93,9 @@ func TestSpecAcceptsGoodForms(t *testing.T) {
 	}{
 		{"full JSON", `{"name":"resnet-50_v1.2","command":["python3","train.py","--lr","0.1"],"gpus":2,"cpus":8,"memory":"4GiB",
 			"time_limit":"2h","env":{"A_B":"c"},"workdir":"` + dir + `","priority":3,"retries":1,"nodes":1,"ntasks_per_node":1}`,
-			func(s Spec) bool { return s.GPUs == 2 && s.Memory == "4GiB" && s.Env["A_B"] == "c" && len(s.Command) == 4 }},
+			func(s Spec) bool {
+				return s.GPUs == 2 && s.Memory == "4GiB" && s.Env["A_B"] == "c" && len(s.Command) == 4
+			}},
 		{"YAML", "name: y\ncommand: [python3, train.py]\ngpus: 1\ntime_limit: 1:30:00\n",
 			func(s Spec) bool { return s.Name == "y" && s.TimeLimit == "1:30:00" && s.Command[1] == "train.py" }},
 		{"shell", `{"name":"sh","command":["echo hi | wc -c"],"shell":true}`,
