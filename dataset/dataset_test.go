@@ -137,6 +137,9 @@ func TestChangedSourceIsReindexed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if s2.Key(0) == s1.Key(0) {
+		t.Fatal("a changed source kept its cache key: the cache could serve old bytes")
+	}
 	if s2.Gen == s1.Gen || s2.Rows != 150 {
 		t.Fatalf("after change: gen %d→%d rows %d", s1.Gen, s2.Gen, s2.Rows)
 	}

@@ -5,7 +5,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"os"
+	"runtime/debug"
 	"time"
+
+	"github.com/zenithfs/zenithfs/cache"
+	"github.com/zenithfs/zenithfs/prefetch"
 
 	"github.com/zenithfs/zenithfs/dataset"
 	zfs "github.com/zenithfs/zenithfs/fs"
@@ -16,6 +21,8 @@ import (
 type wiring struct {
 	datasets []*dataset.Dataset
 	batches  zfs.Batches
+	cache    *cache.Cache
+	prefetch *prefetch.Store
 	locals   []*source.Local
 	s3s      []*source.S3
 	closers  []func()
@@ -31,7 +38,26 @@ func newLocalStore(dir string, cfg *Config) source.Store {
 // others are still served.
 func wire(ctx context.Context, cfg *Config, log *slog.Logger, workers int, checkEvery time.Duration, progress func(string, int64, int64)) (*wiring, error) {
 	w := &wiring{}
+	// The budget is split: 5/8 for the cache of read batches, 1/4 for
+	// prefetched batches not yet read, 1/8 for decoded source segments.
+	// The Go heap limit follows, so the RSS stays near the budget.
 	segBytes := max(cfg.cacheBytes/8, 16<<20)
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(cfg.cacheBytes + 128<<20)
+	}
+	c, err := cache.New(max(cfg.cacheBytes*5/8, 1<<20))
+	if err != nil {
+		return nil, err
+	}
+	w.cache = c
+	w.closers = append(w.closers, c.Close)
+	pf, err := prefetch.New(prefetch.Options{Cache: c, Workers: workers, Depth: cfg.Prefetch,
+		PendingBytes: max(cfg.cacheBytes/4, 8<<20), Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	w.prefetch, w.batches = pf, pf
+	w.closers = append(w.closers, pf.Close)
 	for _, dc := range cfg.Datasets {
 		loc, err := location(ctx, cfg, dc, log)
 		if err != nil {
@@ -85,19 +111,30 @@ func (w *wiring) close() {
 
 // Stats is the content of .zenith/stats.
 type Stats struct {
-	Time     time.Time            `json:"time"`
-	Datasets []zfs.DatasetState   `json:"datasets"`
-	S3       []source.S3Stats     `json:"s3,omitempty"`
-	Extra    map[string]any       `json:"extra,omitempty"`
-	Errors   map[string]uint64    `json:"errors,omitempty"`
-	Local    []map[string]uint64  `json:"local,omitempty"`
-	_        struct{}
+	Time     time.Time        `json:"time"`
+	Cache    cache.Stats      `json:"cache"`
+	Prefetch prefetch.Stats   `json:"prefetch"`
+	S3       []source.S3Stats `json:"s3,omitempty"`
+	Datasets []datasetStats   `json:"datasets"`
+}
+
+type datasetStats struct {
+	Name          string `json:"name"`
+	Ready         bool   `json:"ready"`
+	SegmentHits   uint64 `json:"segment_cache_hits"`
+	SegmentMisses uint64 `json:"segment_cache_misses"`
+	SegmentBytes  int64  `json:"segment_cache_bytes"`
 }
 
 func (w *wiring) stats() Stats {
-	st := Stats{Time: time.Now().UTC()}
+	st := Stats{Time: time.Now().UTC(), Cache: w.cache.Stats(), Prefetch: w.prefetch.Stats()}
 	for _, s := range w.s3s {
 		st.S3 = append(st.S3, s.Stats())
+	}
+	for _, d := range w.datasets {
+		ds := datasetStats{Name: d.Name, Ready: d.Err() == nil}
+		ds.SegmentHits, ds.SegmentMisses, ds.SegmentBytes = d.SegmentStats()
+		st.Datasets = append(st.Datasets, ds)
 	}
 	return st
 }

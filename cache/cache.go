@@ -1,0 +1,103 @@
+// Package cache is the byte-budgeted in-memory cache of batch bytes, on
+// ristretto v2 with cost = bytes. Keys carry the identity of the sources a
+// value was built from (see dataset.Snapshot.Key), so a changed source can
+// never be served from cache: its batches simply have new keys, and the
+// old entries age out under the budget. The package knows nothing of
+// sources, datasets or FUSE.
+package cache
+
+import (
+	"fmt"
+	"sync/atomic"
+
+	"github.com/dgraph-io/ristretto/v2"
+)
+
+// Cache maps keys to immutable byte slices within a byte budget. It is safe
+// for concurrent use. Values must not be modified after Put.
+type Cache struct {
+	rc     *ristretto.Cache[string, []byte]
+	budget int64
+
+	hits, misses, puts, rejected, evictions atomic.Uint64
+	evictedBytes                            atomic.Uint64
+}
+
+// New returns a cache holding at most budget bytes of values.
+func New(budget int64) (*Cache, error) {
+	if budget <= 0 {
+		return nil, fmt.Errorf("cache budget %d: must be positive", budget)
+	}
+	c := &Cache{budget: budget}
+	// ristretto wants ~10 counters per item it may hold; batch files are
+	// tens of KiB to MiBs, so 4 KiB per item is a generous lower bound.
+	counters := max(budget/4096*10, 10_000)
+	rc, err := ristretto.NewCache(&ristretto.Config[string, []byte]{
+		NumCounters:        counters,
+		MaxCost:            budget,
+		BufferItems:        64,
+		IgnoreInternalCost: true,
+		OnEvict: func(it *ristretto.Item[[]byte]) {
+			c.evictions.Add(1)
+			c.evictedBytes.Add(uint64(it.Cost))
+		},
+		OnReject: func(it *ristretto.Item[[]byte]) { c.rejected.Add(1) },
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ristretto: %w", err)
+	}
+	c.rc = rc
+	return c, nil
+}
+
+// Get returns the value for key.
+func (c *Cache) Get(key string) ([]byte, bool) {
+	b, ok := c.rc.Get(key)
+	if ok {
+		c.hits.Add(1)
+	} else {
+		c.misses.Add(1)
+	}
+	return b, ok
+}
+
+// Put stores b under key (cost len(b)). A value larger than the budget is
+// not kept. The admission policy may decline a value; Put reports whether
+// it was accepted into the buffer. Put waits until the value is visible to
+// Get, so a read right after a Put hits.
+func (c *Cache) Put(key string, b []byte) bool {
+	if int64(len(b)) > c.budget {
+		return false
+	}
+	c.puts.Add(1)
+	ok := c.rc.Set(key, b, max(int64(len(b)), 1))
+	c.rc.Wait()
+	return ok
+}
+
+// Budget is the configured byte budget.
+func (c *Cache) Budget() int64 { return c.budget }
+
+// Stats are counters since New.
+type Stats struct {
+	Hits         uint64 `json:"hits"`
+	Misses       uint64 `json:"misses"`
+	Puts         uint64 `json:"puts"`
+	Rejected     uint64 `json:"rejected"`
+	Evictions    uint64 `json:"evictions"`
+	EvictedBytes uint64 `json:"evicted_bytes"`
+	Bytes        int64  `json:"bytes"`
+	Budget       int64  `json:"budget"`
+}
+
+// Stats returns the counters and the bytes held now.
+func (c *Cache) Stats() Stats {
+	return Stats{
+		Hits: c.hits.Load(), Misses: c.misses.Load(), Puts: c.puts.Load(), Rejected: c.rejected.Load(),
+		Evictions: c.evictions.Load(), EvictedBytes: c.evictedBytes.Load(),
+		Bytes: c.budget - c.rc.RemainingCost(), Budget: c.budget,
+	}
+}
+
+// Close releases the cache's goroutines.
+func (c *Cache) Close() { c.rc.Close() }

@@ -1,0 +1,51 @@
+package cache
+
+import (
+	"bytes"
+	"fmt"
+	"testing"
+)
+
+func TestBudgetRespectedUnderChurn(t *testing.T) {
+	const budget = 4 << 20
+	c, err := New(budget)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i := 0; i < 2000; i++ {
+		c.Put(fmt.Sprintf("k%d", i), make([]byte, 64<<10+i))
+		if i%10 == 0 {
+			c.Get(fmt.Sprintf("k%d", i/2)) // some re-use, so admission has frequencies to weigh
+		}
+		if st := c.Stats(); st.Bytes > budget {
+			t.Fatalf("after %d puts the cache holds %d bytes, budget %d", i+1, st.Bytes, budget)
+		}
+	}
+	st := c.Stats()
+	if st.Evictions == 0 && st.Rejected == 0 {
+		t.Fatalf("125 MiB through a 4 MiB cache evicted and rejected nothing: %+v", st)
+	}
+}
+
+func TestHitAfterPutAndValueIntact(t *testing.T) {
+	c, _ := New(1 << 20)
+	defer c.Close()
+	v := bytes.Repeat([]byte("ab"), 1000)
+	c.Put("x", v)
+	got, ok := c.Get("x")
+	if !ok || !bytes.Equal(got, v) {
+		t.Fatalf("get after put: ok=%v", ok)
+	}
+	if _, ok := c.Get("y"); ok {
+		t.Fatal("hit on a key never put")
+	}
+	if c.Put("big", make([]byte, 2<<20)) {
+		t.Fatal("accepted a value larger than the budget")
+	}
+	st := c.Stats()
+	if st.Hits != 1 || st.Misses != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+

@@ -1,0 +1,152 @@
+package prefetch
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/zenithfs/zenithfs/cache"
+)
+
+// memView is a view whose batches are computed in memory, counting builds
+// and taking a configurable time, so that the store's scheduling is
+// observable. (Through-the-mount behaviour is tested in fs/.)
+type memView struct {
+	n      int
+	delay  time.Duration
+	builds sync.Map // key → *atomic.Int32
+}
+
+func (v *memView) NumBatches() int  { return v.n }
+func (v *memView) Key(k int) string { return fmt.Sprintf("mem/%d", k) }
+func (v *memView) Build(ctx context.Context, k int) ([]byte, error) {
+	c, _ := v.builds.LoadOrStore(k, new(atomic.Int32))
+	c.(*atomic.Int32).Add(1)
+	select {
+	case <-time.After(v.delay):
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return []byte(strconv.Itoa(k)), nil
+}
+func (v *memView) count(k int) int32 {
+	c, ok := v.builds.Load(k)
+	if !ok {
+		return 0
+	}
+	return c.(*atomic.Int32).Load()
+}
+
+func newStore(t *testing.T, depth int) *Store {
+	t.Helper()
+	c, err := cache.New(64 << 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(Options{Cache: c, Workers: 2, Depth: depth, IdleTimeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close(); c.Close() })
+	return s
+}
+
+func TestSequentialReaderIsServedByPrefetch(t *testing.T) {
+	s := newStore(t, 4)
+	v := &memView{n: 40, delay: 2 * time.Millisecond}
+	for k := 0; k < v.n; k++ {
+		b, err := s.Get(context.Background(), v, k, "r1")
+		if err != nil || string(b) != strconv.Itoa(k) {
+			t.Fatalf("batch %d: %q %v", k, b, err)
+		}
+		time.Sleep(5 * time.Millisecond) // the consumer's compute time
+	}
+	st := s.Stats()
+	if st.PrefetchHits+st.InflightHits < uint64(v.n)/2 {
+		t.Fatalf("sequential read of %d batches: only %d prefetch hits (+%d in flight): %+v", v.n, st.PrefetchHits, st.InflightHits, st)
+	}
+	for k := 0; k < v.n; k++ {
+		if c := v.count(k); c != 1 {
+			t.Fatalf("batch %d built %d times", k, c)
+		}
+	}
+}
+
+func TestConcurrentReadersBuildOnce(t *testing.T) {
+	s := newStore(t, 0)
+	v := &memView{n: 3, delay: 50 * time.Millisecond}
+	var wg sync.WaitGroup
+	for i := 0; i < 16; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if b, err := s.Get(context.Background(), v, 1, fmt.Sprintf("r%d", i)); err != nil || string(b) != "1" {
+				t.Errorf("get: %q %v", b, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if c := v.count(1); c != 1 {
+		t.Fatalf("16 concurrent readers built batch 1 %d times", c)
+	}
+}
+
+func TestJumpCancelsSpeculation(t *testing.T) {
+	s := newStore(t, 8)
+	v := &memView{n: 1000, delay: 30 * time.Millisecond}
+	s.Get(context.Background(), v, 0, "r")
+	s.Get(context.Background(), v, 500, "r") // far outside the window
+	time.Sleep(400 * time.Millisecond)
+	built := 0
+	for k := 1; k <= 8; k++ {
+		built += int(v.count(k))
+	}
+	if built > 4 {
+		t.Fatalf("after a jump, %d of the old window's 8 batches were still built", built)
+	}
+	if st := s.Stats(); st.Cancelled == 0 {
+		t.Fatalf("no cancelled prefetch after a jump: %+v", st)
+	}
+	if v.count(501) != 1 {
+		t.Fatal("the new window was not read ahead")
+	}
+}
+
+func TestReaderProcessExitCancelsSpeculation(t *testing.T) {
+	s := newStore(t, 16)
+	v := &memView{n: 100, delay: 100 * time.Millisecond}
+	cmd := exec.Command("sleep", "0.05")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	name := fmt.Sprintf("%d:ds", cmd.Process.Pid)
+	s.Get(context.Background(), v, 0, name)
+	cmd.Wait()
+	time.Sleep(1500 * time.Millisecond) // the sweeper runs every 200ms
+	st := s.Stats()
+	if st.Readers != 0 || st.Queued != 0 {
+		t.Fatalf("reader gone but still tracked: %+v", st)
+	}
+	built := 0
+	for k := 1; k <= 16; k++ {
+		built += int(v.count(k))
+	}
+	if built >= 16 {
+		t.Fatalf("all %d speculative builds ran for a reader that exited", built)
+	}
+}
+
+func TestPrefetchDisabled(t *testing.T) {
+	s := newStore(t, 0)
+	v := &memView{n: 10}
+	s.Get(context.Background(), v, 0, "r")
+	time.Sleep(50 * time.Millisecond)
+	if v.count(1) != 0 {
+		t.Fatal("depth 0 still read ahead")
+	}
+}
