@@ -20,6 +20,7 @@ import (
 const (
 	manifestName = "_manifest.json"
 	schemaName   = "_schema.arrow"
+	viewsName    = "views"
 	batchExt     = ".arrow"
 )
 
@@ -110,6 +111,8 @@ func (d *datasetDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut
 		return d.bytesChild(ctx, b, out, d.ds.Name, s.ID, manifestName), 0
 	case schemaName:
 		return d.bytesChild(ctx, s.SchemaFile(), out, d.ds.Name, s.ID, schemaName), 0
+	case viewsName:
+		return d.viewsChild(ctx, s, out)
 	}
 	k, ok := parseBatchName(name, s.NumBatches())
 	if !ok {

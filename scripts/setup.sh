@@ -25,3 +25,7 @@ if [ "$(id -u)" = 0 ] && [ -f /etc/fuse.conf ] && ! grep -q '^user_allow_other' 
 	echo user_allow_other >>/etc/fuse.conf
 fi
 scripts/s3-server.sh install >/dev/null
+# Real framework clients for the tests (npm apache-arrow, nodejs-polars).
+if [ "${ZENITH_WITH_CLIENTS:-1}" = 1 ] && [ -x scripts/setup-clients.sh ]; then
+	scripts/setup-clients.sh
+fi
