@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -46,15 +47,26 @@ type s3Part struct {
 func (s *S3) ReadRanges(ctx context.Context, key string, ranges []Range) error {
 	parts, segsOf := s.plan(ranges)
 	want := expectedETag(ctx)
-	var wg sync.WaitGroup
-	for _, p := range parts {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			p.err = s.fetchPart(ctx, key, p, ranges, want)
-		}()
+	if len(parts) == 1 {
+		parts[0].err = s.fetchPart(ctx, key, parts[0], ranges, want)
+	} else {
+		// At most Concurrency workers per call; the store-wide semaphore
+		// bounds the GETs of all calls together.
+		var (
+			wg   sync.WaitGroup
+			next atomic.Int64
+		)
+		for w := min(len(parts), cap(s.sem)); w > 0; w-- {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := next.Add(1) - 1; i < int64(len(parts)); i = next.Add(1) - 1 {
+					parts[i].err = s.fetchPart(ctx, key, parts[i], ranges, want)
+				}
+			}()
+		}
+		wg.Wait()
 	}
-	wg.Wait()
 
 	// Parts of one call must all have seen the same version of the object.
 	var etag string

@@ -112,8 +112,9 @@ func Start(t testing.TB) *Server {
 	return nil
 }
 
-// Stop stops the server (SIGTERM, then SIGKILL after 5s) and waits for it.
-// Stopping a stopped server does nothing.
+// Stop stops the server (SIGTERM, then SIGKILL after 500ms: versitygw
+// otherwise waits for clients' idle keep-alive connections) and waits for
+// it. Stopping a stopped server does nothing.
 func (s *Server) Stop() {
 	s.mu.Lock()
 	cmd, exited := s.cmd, s.exited
@@ -125,7 +126,7 @@ func (s *Server) Stop() {
 	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
 	select {
 	case <-exited:
-	case <-time.After(5 * time.Second):
+	case <-time.After(500 * time.Millisecond):
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		<-exited
 	}
