@@ -106,6 +106,9 @@ func (r *Runner) AllocatesGPUs() bool { return true }
 // code calls it to fail with one clear line when --jobs slurm has no Slurm.
 func (r *Runner) Ping(ctx context.Context) error {
 	out, _, err := r.run(ctx, "", "scontrol", "ping")
+	if err != nil && !errors.Is(err, ErrUnavailable) && strings.Contains(out, "DOWN") {
+		return fmt.Errorf("slurm ping: %s: %w", firstLine(out), ErrUnavailable)
+	}
 	if err != nil {
 		return fmt.Errorf("slurm ping: %w", err)
 	}
@@ -317,7 +320,11 @@ func (r *Runner) run(ctx context.Context, stdin, name string, args ...string) (s
 	case isUnavailable(stderr):
 		return stdout, stderr, fmt.Errorf("%s: %s: %w", name, firstLine(stderr), ErrUnavailable)
 	}
-	return stdout, stderr, fmt.Errorf("%s: %w: %s", name, err, firstLine(stderr))
+	msg := firstLine(stderr)
+	if msg == "" {
+		msg = firstLine(stdout)
+	}
+	return stdout, stderr, fmt.Errorf("%s: %w: %s", name, err, msg)
 }
 
 // isUnavailable recognizes Slurm's messages for a controller it cannot reach.
