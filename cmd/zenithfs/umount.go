@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -74,12 +75,15 @@ func cmdUmount(args []string) error {
 	}
 	_, statErr := os.Stat(abs)
 	stale := errors.Is(statErr, syscall.ENOTCONN)
+	pid := daemonPidOf(abs)
 	if err := unmount(abs, stale); err != nil {
 		return err
 	}
 	// Wait for the daemon to notice and exit, so that a following mount
 	// or a test sees a clean slate.
-	waitDaemonGone(abs, 10*time.Second)
+	if pid > 0 {
+		waitGone(pid, 10*time.Second)
+	}
 	return nil
 }
 
@@ -111,23 +115,42 @@ func unmount(p string, stale bool) error {
 	return nil
 }
 
-// waitDaemonGone waits until no process has a pid file for p, or timeout.
-func waitDaemonGone(p string, timeout time.Duration) {
-	pf := pidFile(p)
-	b, err := os.ReadFile(pf)
+// daemonPidOf returns the pid recorded for the daemon serving p, or 0.
+func daemonPidOf(p string) int {
+	b, err := os.ReadFile(pidFile(p))
 	if err != nil {
-		return
+		return 0
 	}
 	pid, err := strconv.Atoi(strings.SplitN(string(b), "\n", 2)[0])
 	if err != nil {
-		return
+		return 0
 	}
+	return pid
+}
+
+// waitGone waits until pid has exited (a zombie counts as exited: in a
+// container the daemon's adoptive parent may never reap it).
+func waitGone(pid int, timeout time.Duration) bool {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
-		if syscall.Kill(pid, 0) != nil {
-			os.Remove(pf)
-			return
+		if !alive(pid) {
+			return true
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	return false
+}
+
+// alive reports whether pid is a running (not zombie) process.
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) {
+		return false
+	}
+	state := b[i+2]
+	return state != 'Z' && state != 'X'
 }

@@ -43,7 +43,7 @@ func wire(ctx context.Context, cfg *Config, log *slog.Logger, workers int, check
 	// The Go heap limit follows, so the RSS stays near the budget.
 	segBytes := max(cfg.cacheBytes/8, 16<<20)
 	if os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(cfg.cacheBytes + 128<<20)
+		debug.SetMemoryLimit(cfg.cacheBytes + 64<<20)
 	}
 	c, err := cache.New(max(cfg.cacheBytes*5/8, 1<<20))
 	if err != nil {
