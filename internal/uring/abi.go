@@ -31,13 +31,13 @@ const (
 // sqringOffsets is struct io_sqring_offsets.
 type sqringOffsets struct {
 	head, tail, ringMask, ringEntries, flags, dropped, array, resv1 uint32
-	userAddr                                                         uint64
+	userAddr                                                        uint64
 }
 
 // cqringOffsets is struct io_cqring_offsets.
 type cqringOffsets struct {
 	head, tail, ringMask, ringEntries, overflow, cqes, flags, resv1 uint32
-	userAddr                                                       uint64
+	userAddr                                                        uint64
 }
 
 // params is struct io_uring_params, filled in by io_uring_setup.

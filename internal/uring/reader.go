@@ -179,6 +179,9 @@ func (rd *Reader) ReadRanges(fd int, reqs []Req) error {
 	}
 	r, err := rd.acquire()
 	if err != nil {
+		for i := range reqs {
+			reqs[i].N, reqs[i].Err = 0, err
+		}
 		return err
 	}
 	err = r.ReadRanges(fd, reqs)

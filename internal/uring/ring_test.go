@@ -215,18 +215,18 @@ func TestRingBadFD(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer dir.Close()
+	r := newRing(t, 8)
+	preader, err := NewReader(Options{Mode: ModeOff})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Opened after the ring, so that the fd number is not reused by it.
 	closed, err := os.Open(os.DevNull)
 	if err != nil {
 		t.Fatal(err)
 	}
 	closedFD := int(closed.Fd())
 	closed.Close()
-
-	r := newRing(t, 8)
-	preader, err := NewReader(Options{Mode: ModeOff})
-	if err != nil {
-		t.Fatal(err)
-	}
 	tests := []struct {
 		name string
 		fd   int
