@@ -61,6 +61,12 @@ func (c *Cache) Get(key string) ([]byte, bool) {
 	return b, ok
 }
 
+// Has reports whether key is cached, without counting a hit or a miss.
+func (c *Cache) Has(key string) bool {
+	_, ok := c.rc.Get(key)
+	return ok
+}
+
 // Put stores b under key (cost len(b)). A value larger than the budget is
 // not kept. The admission policy may decline a value; Put reports whether
 // it was accepted into the buffer. Put waits until the value is visible to

@@ -212,20 +212,21 @@ func (s *Store) Get(ctx context.Context, v View, k int, readerName string) ([]by
 	s.mu.Unlock()
 
 	c.b, c.err = v.Build(ctx, k)
-
+	if c.err == nil {
+		// Into the cache before leaving the in-flight table, so that no
+		// request falls between the two and builds it again.
+		s.cache.Put(key, c.b)
+		s.st.built.Add(1)
+	} else {
+		s.st.errors.Add(1)
+	}
 	s.mu.Lock()
 	delete(s.inflight, key)
 	s.urgent--
 	s.cond.Broadcast()
 	s.mu.Unlock()
 	close(c.done)
-	if c.err != nil {
-		s.st.errors.Add(1)
-		return nil, c.err
-	}
-	s.st.built.Add(1)
-	s.cache.Put(key, c.b)
-	return c.b, nil
+	return c.b, c.err
 }
 
 // noteRead updates the reader's position; a jump cancels its speculation.
@@ -315,7 +316,7 @@ func (s *Store) next() *task {
 			if s.pending[t.key] != nil || s.inflight[t.key] != nil {
 				continue
 			}
-			if _, ok := s.cache.Get(t.key); ok {
+			if s.cache.Has(t.key) {
 				continue
 			}
 			c := &call{done: make(chan struct{}), spec: true}
