@@ -91,12 +91,13 @@ type S3Options struct {
 
 // S3Stats are the store's counters since it was created.
 type S3Stats struct {
-	GETs         int64 // GET requests sent, retries included
-	HEADs        int64 // HEAD requests sent
-	LISTs        int64 // list requests sent
-	BytesFetched int64 // body bytes received by GETs
-	Retries      int64 // attempts repeated after a transient failure
-	Errors       int64 // operations failed for good (missing keys and EOF excluded)
+	GETs         int64  // GET requests sent, retries included
+	HEADs        int64  // HEAD requests sent
+	LISTs        int64  // list requests sent
+	BytesFetched int64  // body bytes received by GETs
+	Retries      int64  // attempts repeated after a transient failure
+	Errors       int64  // operations (one part's GET, a HEAD, a list page) failed for good; missing keys excluded
+	LastError    string // the latest of those errors, for .zenith/stats
 }
 
 // S3 is a Store over the objects below a prefix of an S3 bucket. Reads are
@@ -120,6 +121,7 @@ type S3 struct {
 	log      *slog.Logger
 
 	gets, heads, lists, bytes, retried, errs atomic.Int64
+	lastErr                                  atomic.Pointer[string]
 }
 
 var _ RangeReader = (*S3)(nil)
@@ -369,10 +371,14 @@ func (s *S3) ReadAt(ctx context.Context, key string, p []byte, off int64) (int, 
 
 // Stats returns the store's counters.
 func (s *S3) Stats() S3Stats {
-	return S3Stats{
+	st := S3Stats{
 		GETs: s.gets.Load(), HEADs: s.heads.Load(), LISTs: s.lists.Load(),
 		BytesFetched: s.bytes.Load(), Retries: s.retried.Load(), Errors: s.errs.Load(),
 	}
+	if p := s.lastErr.Load(); p != nil {
+		st.LastError = *p
+	}
+	return st
 }
 
 func (s *S3) url(key string) string { return "s3://" + s.bucket + "/" + s.objectKey(key) }
@@ -382,6 +388,8 @@ func (s *S3) url(key string) string { return "s3://" + s.bucket + "/" + s.object
 func (s *S3) fail(err error) error {
 	if !errors.Is(err, ErrNotExist) {
 		s.errs.Add(1)
+		msg := err.Error()
+		s.lastErr.Store(&msg)
 		s.log.Warn("s3 request failed", "err", err)
 	}
 	return err

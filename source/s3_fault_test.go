@@ -102,8 +102,8 @@ func TestS3HangingEndpointFailsInBoundedTime(t *testing.T) {
 	if ps := proxy.Stats(); ps.Hangs != 3 {
 		t.Errorf("proxy held %d requests, want 3 attempts", ps.Hangs)
 	}
-	if st := s.Stats(); st.Retries != 2 || st.Errors != 1 {
-		t.Errorf("stats %+v: want 2 retries, 1 error", st)
+	if st := s.Stats(); st.Retries != 2 || st.Errors != 1 || st.LastError != err.Error() {
+		t.Errorf("stats %+v: want 2 retries, 1 error, the read's error as LastError", st)
 	}
 }
 
