@@ -28,7 +28,7 @@ const (
 
 // ErrUnavailable is wrapped by NewReader's error in ModeOn when io_uring
 // cannot be set up; the setup's errno is wrapped too.
-var ErrUnavailable = errors.New("io_uring unavailable")
+var ErrUnavailable = errors.New("io_uring required (mode on) but unavailable")
 
 // ParseMode parses "auto", "on" or "off".
 func ParseMode(s string) (Mode, error) {
@@ -133,7 +133,7 @@ func NewReader(opts Options) (*Reader, error) {
 	r, err := rd.setup()
 	if err != nil {
 		if opts.Mode == ModeOn {
-			return nil, fmt.Errorf("--io-uring on: %w: %w", ErrUnavailable, err)
+			return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 		}
 		rd.fallBack("io_uring setup failed", err)
 		return rd, nil

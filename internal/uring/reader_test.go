@@ -134,7 +134,7 @@ func TestReaderOnModeRefused(t *testing.T) {
 	if !errors.Is(err, ErrUnavailable) || !errors.Is(err, syscall.EPERM) {
 		t.Fatalf("error %v should wrap ErrUnavailable and EPERM", err)
 	}
-	if !strings.Contains(err.Error(), "--io-uring on") {
+	if !strings.Contains(err.Error(), "mode on") {
 		t.Errorf("error %q does not name the setting", err)
 	}
 	if l := logs.lines(); l[0] != "" {
