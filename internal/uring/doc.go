@@ -62,6 +62,7 @@
 // EACCES under seccomp or kernel.io_uring_disabled — it switches to pread
 // for good and logs exactly one line. A ring that fails later (an
 // io_uring_enter error other than EINTR/EAGAIN/EBUSY) does the same in
-// ModeAuto, after redoing the unfinished ranges with pread. Stats counts
-// which path the reads took.
+// ModeAuto, after redoing the unfinished ranges with pread; in ModeOn that
+// call fails with ErrRingFailed and the ring is replaced by a fresh one.
+// Stats counts which path the reads took.
 package uring

@@ -254,7 +254,27 @@ func (rd *Reader) acquire() (*Ring, error) {
 	}
 }
 
-func (rd *Reader) release(r *Ring) { rd.idle <- r }
+// release returns r to the pool, or, if it failed, closes it and makes room
+// for a fresh one (unless Close is waiting for it).
+func (rd *Reader) release(r *Ring) {
+	if r.Failed() {
+		rd.mu.Lock()
+		if !rd.closed {
+			for i, x := range rd.rings {
+				if x == r {
+					rd.rings = append(rd.rings[:i], rd.rings[i+1:]...)
+					break
+				}
+			}
+			rd.closedBat += r.Batches()
+			rd.mu.Unlock()
+			_ = r.Close()
+			return
+		}
+		rd.mu.Unlock()
+	}
+	rd.idle <- r
+}
 
 // Stats returns the Reader's counters.
 func (rd *Reader) Stats() Stats {

@@ -263,3 +263,35 @@ func TestReaderAutoFallsBackWhenRingFails(t *testing.T) {
 		t.Fatalf("want exactly one log line about the failed ring, got %q", l)
 	}
 }
+
+// TestReaderOnReplacesFailedRing breaks a ring in ModeOn: the read that hit
+// it fails with ErrRingFailed, and the next read gets a fresh ring.
+func TestReaderOnReplacesFailedRing(t *testing.T) {
+	rd, err := NewReader(Options{Mode: ModeOn, Rings: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	r := rd.rings[0]
+	if err := unix.Close(r.fd); err != nil {
+		t.Fatal(err)
+	}
+	r.fd = -1
+
+	data, fd := testFile(t, 4096, 15)
+	reqs := []Req{{Off: 0, Buf: make([]byte, 100)}}
+	if err := rd.ReadRanges(fd, reqs); !errors.Is(err, ErrRingFailed) || !errors.Is(reqs[0].Err, syscall.EBADF) {
+		t.Fatalf("read on the broken ring: %v (range: %v), want ErrRingFailed wrapping EBADF", err, reqs[0].Err)
+	}
+	if err := rd.ReadRanges(fd, reqs); err != nil || !bytes.Equal(reqs[0].Buf, data[:100]) {
+		t.Fatalf("read after the broken ring was replaced: %v", err)
+	}
+	if st := rd.Stats(); st.Fallback || st.PreadReads != 0 || st.UringReads != 2 {
+		t.Fatalf("stats %+v: ModeOn must not fall back", st)
+	}
+	rd.mu.Lock()
+	defer rd.mu.Unlock()
+	if len(rd.rings) != 1 || rd.rings[0] == r {
+		t.Fatalf("rings %v: want one fresh ring", rd.rings)
+	}
+}

@@ -170,6 +170,13 @@ func (r *Ring) Close() error {
 	return nil
 }
 
+// Failed reports whether the ring itself has failed (see ErrRingFailed).
+func (r *Ring) Failed() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.failed != nil
+}
+
 // Entries returns the size of the submission queue: the most reads one round
 // submits.
 func (r *Ring) Entries() int { return int(r.sqEntries) }
