@@ -359,7 +359,7 @@ func (s *Snapshot) Record(ctx context.Context, k int) (arrow.RecordBatch, error)
 func (s *Snapshot) segment(ctx context.Context, f *SourceFile, i int) (arrow.RecordBatch, error) {
 	key := fmt.Sprintf("%s\x00%s\x00%s\x00%d", s.ds.loc.StoreID, f.Info.Key, f.Info.Identity(), i)
 	return s.ds.segs.get(ctx, key, func(ctx context.Context) (arrow.RecordBatch, error) {
-		obj := &object{ctx: ctx, store: s.ds.loc.Store, key: f.Info.Key, size: f.Info.Size}
+		obj := &object{ctx: ctx, store: s.ds.loc.Store, key: f.Info.Key, size: f.Info.Size, etag: f.Info.ETag}
 		rec, err := f.reader.ReadSegment(ctx, obj, i)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", f.Info.Key, err)

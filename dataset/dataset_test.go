@@ -95,7 +95,6 @@ func TestBatchesMatchSourcesInEveryFormat(t *testing.T) {
 	}
 }
 
-
 func TestSecondLoadUsesPersistedIndex(t *testing.T) {
 	dir := t.TempDir()
 	if err := sampledata.WriteParquet(filepath.Join(dir, "a.parquet"), 3000, 1000); err != nil {

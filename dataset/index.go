@@ -106,7 +106,7 @@ func (d *Dataset) indexFile(ctx context.Context, info source.Info) (*SourceFile,
 	key := d.fileKey(info)
 	fi, ok := d.loadFileIndex(key)
 	if !ok {
-		obj := &object{ctx: ctx, store: d.loc.Store, key: info.Key, size: info.Size}
+		obj := &object{ctx: ctx, store: d.loc.Store, key: info.Key, size: info.Size, etag: info.ETag}
 		var err error
 		fi, err = format.Index(ctx, info.Key, obj, d.opts.Format)
 		if err != nil {

@@ -17,6 +17,22 @@ type object struct {
 	store source.Store
 	key   string
 	size  int64
+	etag  string // when set, reads require this ETag (S3 If-Match)
+}
+
+func (o *object) readCtx() context.Context {
+	if o.etag != "" {
+		return source.WithExpectedETag(o.ctx, o.etag)
+	}
+	return o.ctx
+}
+
+// changed maps a store's "object changed under us" to ErrChanged.
+func changed(err error) error {
+	if errors.Is(err, source.ErrObjectChanged) && !errors.Is(err, ErrChanged) {
+		return fmt.Errorf("%w: %w", ErrChanged, err)
+	}
+	return err
 }
 
 var _ format.Object = (*object)(nil)
@@ -24,7 +40,8 @@ var _ format.Object = (*object)(nil)
 func (o *object) Size() int64 { return o.size }
 
 func (o *object) ReadAt(p []byte, off int64) (int, error) {
-	return o.store.ReadAt(o.ctx, o.key, p, off)
+	n, err := o.store.ReadAt(o.readCtx(), o.key, p, off)
+	return n, changed(err)
 }
 
 // ReadRanges reads every range in one call to the store (one io_uring batch
@@ -34,7 +51,7 @@ func (o *object) ReadRanges(offs []int64, bufs [][]byte) error {
 	for i := range offs {
 		ranges[i] = source.Range{Off: offs[i], Buf: bufs[i]}
 	}
-	err := source.ReadRanges(o.ctx, o.store, o.key, ranges)
+	err := changed(source.ReadRanges(o.readCtx(), o.store, o.key, ranges))
 	for _, r := range ranges {
 		if r.N < len(r.Buf) {
 			if err == nil || errors.Is(err, io.EOF) {

@@ -9,7 +9,6 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
-	"path"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -131,6 +130,13 @@ func serve(cfg *Config, n *notifier) error {
 	}
 	defer w.close()
 
+	if cfg.MetricsAddr != "" {
+		stop, err := serveMetrics(cfg.MetricsAddr, w, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	srv, err := zfs.Mount(cfg.MountPoint, zfs.Config{
 		Datasets:   w.datasets,
 		Batches:    w.batches,
@@ -178,13 +184,21 @@ func location(ctx context.Context, cfg *Config, d DatasetConfig, log *slog.Logge
 		return dataset.Location{}, fmt.Errorf("dataset %s: %s: %w", d.Name, abs, unwrapPath(err))
 	}
 	if fi.IsDir() {
-		return dataset.Location{Store: newLocalStore(abs, cfg), Prefix: true, StoreID: "file:" + abs}, nil
+		st, err := newLocalStore(abs, cfg, log)
+		if err != nil {
+			return dataset.Location{}, err
+		}
+		return dataset.Location{Store: st, Prefix: true, StoreID: "file:" + abs}, nil
 	}
 	if !format.Supported(abs) {
 		return dataset.Location{}, fmt.Errorf("dataset %s: %s: %w (want .parquet, .arrow, .arrows, .csv, .jsonl)", d.Name, abs, format.ErrUnsupported)
 	}
 	dir := filepath.Dir(abs)
-	return dataset.Location{Store: newLocalStore(dir, cfg), Key: filepath.Base(abs), StoreID: "file:" + dir}, nil
+	st, err := newLocalStore(dir, cfg, log)
+	if err != nil {
+		return dataset.Location{}, err
+	}
+	return dataset.Location{Store: st, Key: filepath.Base(abs), StoreID: "file:" + dir}, nil
 }
 
 func s3Location(ctx context.Context, cfg *Config, d DatasetConfig, log *slog.Logger) (dataset.Location, error) {
@@ -193,7 +207,10 @@ func s3Location(ctx context.Context, cfg *Config, d DatasetConfig, log *slog.Log
 		return dataset.Location{}, fmt.Errorf("dataset %s: bad S3 URI %q (want s3://bucket/prefix)", d.Name, d.URI)
 	}
 	key := strings.TrimPrefix(u.Path, "/")
-	store, err := source.NewS3(ctx, source.S3Options{Bucket: u.Host, Endpoint: cfg.S3Endpoint, Logger: log})
+	// A reader waits at most ~(1+Retries)×Timeout plus backoff on a dead
+	// endpoint before it gets EIO.
+	store, err := source.NewS3(ctx, source.S3Options{Bucket: u.Host, Endpoint: cfg.S3Endpoint, Logger: log,
+		Timeout: 8 * time.Second, Retries: 3})
 	if err != nil {
 		return dataset.Location{}, fmt.Errorf("dataset %s: %w", d.Name, err)
 	}
@@ -208,5 +225,3 @@ func s3Location(ctx context.Context, cfg *Config, d DatasetConfig, log *slog.Log
 	}
 	return dataset.Location{Store: store, Key: key, Prefix: true, StoreID: id}, nil
 }
-
-var _ = path.Join

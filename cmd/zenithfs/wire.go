@@ -14,6 +14,7 @@ import (
 
 	"github.com/zenithfs/zenithfs/dataset"
 	zfs "github.com/zenithfs/zenithfs/fs"
+	"github.com/zenithfs/zenithfs/internal/uring"
 	"github.com/zenithfs/zenithfs/source"
 )
 
@@ -28,8 +29,18 @@ type wiring struct {
 	closers  []func()
 }
 
-func newLocalStore(dir string, cfg *Config) source.Store {
-	return source.NewLocal(dir)
+// newLocalStore opens a local store reading through io_uring per
+// --io-uring: `on` fails here where the kernel refuses io_uring.
+func newLocalStore(dir string, cfg *Config, log *slog.Logger) (*source.Local, error) {
+	mode, err := uring.ParseMode(cfg.IOUring)
+	if err != nil {
+		return nil, fmt.Errorf("--io-uring: %w", err)
+	}
+	l, err := source.OpenLocal(dir, source.WithIOUring(mode), source.WithLogger(log))
+	if err != nil {
+		return nil, fmt.Errorf("--io-uring %s: %w", cfg.IOUring, err)
+	}
+	return l, nil
 }
 
 // wire builds stores and datasets. A dataset whose location is missing or
@@ -66,6 +77,7 @@ func wire(ctx context.Context, cfg *Config, log *slog.Logger, workers int, check
 		switch s := loc.Store.(type) {
 		case *source.Local:
 			w.locals = append(w.locals, s)
+			w.closers = append(w.closers, func() { s.Close() })
 		case *source.S3:
 			w.s3s = append(w.s3s, s)
 		}
@@ -114,8 +126,18 @@ type Stats struct {
 	Time     time.Time        `json:"time"`
 	Cache    cache.Stats      `json:"cache"`
 	Prefetch prefetch.Stats   `json:"prefetch"`
+	IO       ioStats          `json:"io"`
 	S3       []source.S3Stats `json:"s3,omitempty"`
 	Datasets []datasetStats   `json:"datasets"`
+}
+
+// ioStats sums the local stores' read counters.
+type ioStats struct {
+	Mode         string `json:"io_uring_mode"`
+	UringReads   uint64 `json:"uring_reads"`
+	PreadReads   uint64 `json:"pread_reads"`
+	UringBatches uint64 `json:"uring_batches"`
+	Fallback     bool   `json:"fallback_to_pread"`
 }
 
 type datasetStats struct {
@@ -130,6 +152,14 @@ func (w *wiring) stats() Stats {
 	st := Stats{Time: time.Now().UTC(), Cache: w.cache.Stats(), Prefetch: w.prefetch.Stats()}
 	for _, s := range w.s3s {
 		st.S3 = append(st.S3, s.Stats())
+	}
+	for _, l := range w.locals {
+		ls := l.Stats()
+		st.IO.Mode = ls.Mode
+		st.IO.UringReads += ls.UringReads
+		st.IO.PreadReads += ls.PreadReads
+		st.IO.UringBatches += ls.UringBatches
+		st.IO.Fallback = st.IO.Fallback || ls.Fallback
 	}
 	for _, d := range w.datasets {
 		ds := datasetStats{Name: d.Name, Ready: d.Err() == nil}
