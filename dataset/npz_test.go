@@ -86,7 +86,7 @@ func npzRecord(t *testing.T) arrow.RecordBatch {
 	return rec
 }
 
-func u64(a NPYArray, i int) uint64 { return binary.LittleEndian.Uint64(a.Data[8*i:]) }
+func u64(a NPYArray, i int) uint64  { return binary.LittleEndian.Uint64(a.Data[8*i:]) }
 func f64(a NPYArray, i int) float64 { return math.Float64frombits(u64(a, i)) }
 
 func TestNPZRoundTripEveryType(t *testing.T) {
