@@ -1,0 +1,151 @@
+package main
+
+import (
+	"fmt"
+	"image/color"
+	"os"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
+	"gonum.org/v1/plot/vg/vgimg"
+)
+
+var palette = []color.Color{
+	color.RGBA{R: 0x1f, G: 0x77, B: 0xb4, A: 0xff},
+	color.RGBA{R: 0xff, G: 0x7f, B: 0x0e, A: 0xff},
+	color.RGBA{R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff},
+	color.RGBA{R: 0xd6, G: 0x27, B: 0x28, A: 0xff},
+}
+
+// ratioIDs are the rows drawn as ratios, in order.
+var ratioIDs = []string{"P1", "P2", "P3", "P3w", "uring"}
+
+// Plot draws two panels: the ratios per dataset with their goals, and P4's
+// wait fractions with prefetch on and off.
+func (r *Report) Plot(path string) error {
+	left, err := r.ratioPlot()
+	if err != nil {
+		return err
+	}
+	right, err := r.waitPlot()
+	if err != nil {
+		return err
+	}
+	const w, h = 12 * vg.Inch, 4.5 * vg.Inch
+	img := vgimg.New(w, h)
+	dc := draw.New(img)
+	tiles := draw.Tiles{Rows: 1, Cols: 2, PadX: vg.Millimeter * 6, PadY: vg.Millimeter * 4,
+		PadTop: vg.Millimeter * 2, PadBottom: vg.Millimeter * 2, PadLeft: vg.Millimeter * 2, PadRight: vg.Millimeter * 2}
+	canvases := plot.Align([][]*plot.Plot{{left, right}}, tiles, dc)
+	left.Draw(canvases[0][0])
+	right.Draw(canvases[0][1])
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := (vgimg.PngCanvas{Canvas: img}).WriteTo(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func (r *Report) ratioPlot() (*plot.Plot, error) {
+	p := plot.New()
+	p.Title.Text = "zenithfs ÷ baseline (median throughput ratio; dashes: goals)"
+	p.Y.Label.Text = "ratio"
+	p.Y.Min = 0
+	p.NominalX("P1 warm\n÷ tmpfs", "P2 daemon cache\n÷ tmpfs", "P3 first epoch\n÷ Parquet", "P3 second epoch\n÷ Parquet", "io_uring\n÷ pread")
+	n := len(r.Datasets)
+	width := vg.Points(60 / float64(max(n, 1)))
+	for i, d := range r.Datasets {
+		vals := make(plotter.Values, len(ratioIDs))
+		for j, id := range ratioIDs {
+			if row, ok := findRow(d, id); ok && len(row.ArmVals) > 0 && len(row.BaseVals) > 0 {
+				vals[j] = row.Ratio()
+			}
+		}
+		bars, err := plotter.NewBarChart(vals, width)
+		if err != nil {
+			return nil, err
+		}
+		bars.Color = palette[i%len(palette)]
+		bars.LineStyle.Width = 0
+		bars.Offset = vg.Length(float64(i)-float64(n-1)/2) * width
+		p.Add(bars)
+		p.Legend.Add(string(d.Kind), bars)
+	}
+	for j, id := range ratioIDs {
+		for _, d := range r.Datasets {
+			row, ok := findRow(d, id)
+			if !ok || row.Goal == 0 {
+				continue
+			}
+			line, err := plotter.NewLine(plotter.XYs{{X: float64(j) - 0.4, Y: row.Goal}, {X: float64(j) + 0.4, Y: row.Goal}})
+			if err != nil {
+				return nil, err
+			}
+			line.Dashes = []vg.Length{vg.Points(4), vg.Points(3)}
+			line.Width = vg.Points(1.5)
+			p.Add(line)
+			break
+		}
+	}
+	p.Legend.Top = true
+	p.Add(plotter.NewGrid())
+	return p, nil
+}
+
+func (r *Report) waitPlot() (*plot.Plot, error) {
+	p := plot.New()
+	p.Title.Text = "P4: consumer time waiting on data (dashes: 5 % goal)"
+	p.Y.Label.Text = "% of epoch time"
+	p.Y.Min = 0
+	names := make([]string, len(r.Datasets))
+	on, off := make(plotter.Values, len(r.Datasets)), make(plotter.Values, len(r.Datasets))
+	var onName, offName string
+	for i, d := range r.Datasets {
+		names[i] = string(d.Kind)
+		if row, ok := findRow(d, "P4"); ok {
+			on[i], off[i] = 100*median(row.ArmVals), 100*median(row.BaseVals)
+			onName, offName = row.Arm, row.Base
+		}
+	}
+	p.NominalX(names...)
+	width := vg.Points(30)
+	for i, s := range []struct {
+		name string
+		v    plotter.Values
+	}{{onName, on}, {offName, off}} {
+		bars, err := plotter.NewBarChart(s.v, width)
+		if err != nil {
+			return nil, err
+		}
+		bars.Color = palette[(i+2)%len(palette)]
+		bars.LineStyle.Width = 0
+		bars.Offset = vg.Length(float64(i)-0.5) * width
+		p.Add(bars)
+		p.Legend.Add(fmt.Sprint(s.name), bars)
+	}
+	line, err := plotter.NewLine(plotter.XYs{{X: -0.5, Y: 5}, {X: float64(len(names)) - 0.5, Y: 5}})
+	if err != nil {
+		return nil, err
+	}
+	line.Dashes = []vg.Length{vg.Points(4), vg.Points(3)}
+	line.Width = vg.Points(1.5)
+	p.Add(line)
+	p.Legend.Top = true
+	p.Add(plotter.NewGrid())
+	return p, nil
+}
+
+func findRow(d *DatasetResult, id string) (Row, bool) {
+	for _, r := range d.Rows {
+		if r.ID == id {
+			return r, true
+		}
+	}
+	return Row{}, false
+}
