@@ -68,7 +68,7 @@ func (d *datasetDir) invalidate() {
 
 // Getattr implements fs.NodeGetattrer.
 func (d *datasetDir) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	out.Mode = syscall.S_IFDIR | 0o555
+	d.sh.dirAttr(&out.Attr, 0o555)
 	return 0
 }
 
@@ -170,6 +170,7 @@ type batchFile struct {
 	k      int
 	reader string // read-order scope: dataset or view path
 	size   func() (int64, error)
+	count  *viewCounters // per-view read statistics; nil for the dataset's own files
 }
 
 var (
@@ -191,7 +192,7 @@ func (f *batchFile) attr(a *fuse.Attr) {
 	if err == nil {
 		a.Size = uint64(n)
 	}
-	t := uint64(time.Now().Unix())
+	t := uint64(f.sh.start.Unix())
 	if len(f.snap.Files) > 0 {
 		t = uint64(f.snap.Files[len(f.snap.Files)-1].Info.ModTime.Unix())
 	}
@@ -231,12 +232,17 @@ func (f *batchFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 	if c, ok := fuse.FromContext(ctx); ok {
 		reader = fmt.Sprintf("%d:%s", c.Pid, f.reader)
 	}
-	b, err := f.dir.batches.Get(ctx, f.view, f.k, reader)
+	getCtx, done := ctx, func(error) {}
+	if f.count != nil {
+		getCtx, done = f.count.begin(ctx, f.k)
+	}
+	b, err := f.dir.batches.Get(getCtx, f.view, f.k, reader)
+	done(err)
 	if err != nil {
 		f.sh.log.Error("batch read failed", "file", f.Path(nil), "err", err)
 		f.sh.errs.add(fmt.Sprintf("read %s: %v", f.Path(nil), err))
 		if isChanged(err) {
-			f.dir.ds.Check(context.WithoutCancel(ctx))
+			f.dir.ds.Recheck(context.WithoutCancel(ctx))
 			return nil, 0, syscall.ESTALE
 		}
 		return nil, 0, toErrno(err)

@@ -62,7 +62,7 @@ func Mount(dir string, cfg Config) (*fuse.Server, error) {
 	if cfg.EntryTimeout == 0 {
 		cfg.EntryTimeout = time.Hour
 	}
-	sh := &shared{log: cfg.Logger, owner: cfg.Owner, errs: newErrorRing(200), faults: cfg.Faults}
+	sh := &shared{log: cfg.Logger, owner: cfg.Owner, errs: newErrorRing(200), faults: cfg.Faults, start: time.Now()}
 	root := &rootNode{sh: sh, cfg: cfg}
 	neg := time.Duration(0)
 	opts := &gofs.Options{
@@ -102,7 +102,16 @@ type rootNode struct {
 	cfg Config
 }
 
-var _ = (gofs.NodeOnAdder)((*rootNode)(nil))
+var (
+	_ = (gofs.NodeOnAdder)((*rootNode)(nil))
+	_ = (gofs.NodeGetattrer)((*rootNode)(nil))
+)
+
+// Getattr implements fs.NodeGetattrer.
+func (r *rootNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	r.sh.dirAttr(&out.Attr, 0o755)
+	return 0
+}
 
 // OnAdd builds the fixed part of the tree.
 func (r *rootNode) OnAdd(ctx context.Context) {

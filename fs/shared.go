@@ -21,6 +21,15 @@ type shared struct {
 	owner  uint32 // uid of the user who mounted; root is always allowed too
 	errs   *errorRing
 	faults func(op, name string) // test hook: may panic to exercise guard; nil in production
+	start  time.Time             // mount time: the times of the fixed directories
+}
+
+// dirAttr fills the attributes of a fixed read-only directory.
+func (s *shared) dirAttr(a *fuse.Attr, mode uint32) {
+	a.Mode = syscall.S_IFDIR | mode
+	t := uint64(s.start.Unix())
+	a.Atime, a.Mtime, a.Ctime = t, t, t
+	a.Uid = s.owner
 }
 
 // guard turns a panic in a FUSE handler into EIO plus one log line with the

@@ -6,6 +6,7 @@ import (
 	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/zenithfs/zenithfs/dataset"
 )
@@ -17,7 +18,16 @@ type zenithDir struct {
 	cfg Config
 }
 
-var _ = (gofs.NodeOnAdder)((*zenithDir)(nil))
+var (
+	_ = (gofs.NodeOnAdder)((*zenithDir)(nil))
+	_ = (gofs.NodeGetattrer)((*zenithDir)(nil))
+)
+
+// Getattr implements fs.NodeGetattrer.
+func (z *zenithDir) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	z.sh.dirAttr(&out.Attr, 0o755)
+	return 0
+}
 
 func newZenithDir(sh *shared, cfg Config) *zenithDir { return &zenithDir{sh: sh, cfg: cfg} }
 
