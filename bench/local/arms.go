@@ -42,11 +42,16 @@ func batchFiles(dir string) ([]string, error) {
 // fileReader reads whole files into one reused buffer, the way a loader
 // that copies each batch into its own memory does. Every arm that reads
 // bytes uses it, so they differ only in where the bytes come from.
-type fileReader struct{ buf []byte }
+type fileReader struct {
+	buf      []byte
+	openTime time.Duration // of the last read: open(2), where the daemon hands over the batch
+}
 
 // read reads the whole file and returns its bytes (valid until the next call).
 func (r *fileReader) read(path string) ([]byte, error) {
+	t0 := time.Now()
 	f, err := os.Open(path)
+	r.openTime = time.Since(t0)
 	if err != nil {
 		return nil, err
 	}
@@ -189,6 +194,7 @@ func parquetEpoch(path string, batchSize int) (int64, time.Duration, error) {
 // ConsumerResult is what a fixed-compute consumer saw.
 type ConsumerResult struct {
 	Wait, Total time.Duration
+	OpenWait    time.Duration // the part of Wait spent in open(2)
 	Batches     int
 }
 
@@ -213,6 +219,7 @@ func consume(paths []string, compute time.Duration, spin bool) (ConsumerResult, 
 			return res, err
 		}
 		res.Wait += time.Since(t0)
+		res.OpenWait += r.openTime
 		res.Batches++
 		if spin {
 			for end := time.Now().Add(compute); time.Now().Before(end); {

@@ -51,7 +51,8 @@ type Config struct {
 	Compute   time.Duration
 	Spin      bool
 	P4Batches int
-	Uring     bool
+	Arms      map[string]bool
+	Sweep     []int  // batch sizes of the P1/P2 sweep (table only)
 	Profile   string // directory for daemon CPU profiles; empty: none
 	Date      string
 	Command   string // how it was invoked, for the report
@@ -116,6 +117,9 @@ func (c *Config) spec(k Kind) GenSpec {
 	return GenSpec{Kind: k, Rows: c.Rows, RowGroup: c.RowGroup}
 }
 
+// runs tells whether an arm was selected.
+func (c *Config) runs(arm string) bool { return c.Arms[arm] }
+
 func (c *Config) batchSize(k Kind) int {
 	if k == KindBlobs {
 		return c.BlobBatch
@@ -162,7 +166,8 @@ func cmdRun(args []string) error {
 	fs.DurationVar(&c.Compute, "compute", 10*time.Millisecond, "P4: compute time per batch")
 	fs.BoolVar(&c.Spin, "spin", false, "P4: busy-wait the compute time instead of sleeping")
 	fs.IntVar(&c.P4Batches, "p4-batches", 150, "P4: batches each consumer run reads (0: all)")
-	fs.BoolVar(&c.Uring, "uring", true, "run the io_uring vs pread cold-epoch arms")
+	sweep := fs.String("sweep", "1024,4096,65536", "table only: batch sizes at which P1/P2 are measured again (empty: none)")
+	arms := fs.String("arms", "p1p2,p3,p4,uring", "arms to run: p1p2, p3, p4, uring (profile is added by -profile)")
 	fs.StringVar(&c.Profile, "profile", "", "also capture daemon CPU profiles (P2, P3, P4) into this directory")
 	fs.StringVar(&c.Date, "date", time.Now().Format("2006-01-02"), "date in the results' file names")
 	if err := fs.Parse(args); err != nil {
@@ -171,6 +176,25 @@ func cmdRun(args []string) error {
 	var err error
 	if c.Kinds, err = parseKinds(*kinds); err != nil {
 		return err
+	}
+	c.Arms = map[string]bool{}
+	for _, a := range strings.Split(*arms, ",") {
+		switch a = strings.TrimSpace(a); a {
+		case "p1p2", "p3", "p4", "uring":
+			c.Arms[a] = true
+		case "":
+		default:
+			return fmt.Errorf("unknown arm %q (want p1p2, p3, p4, uring)", a)
+		}
+	}
+	if c.Profile != "" {
+		c.Arms["profile"] = true
+	}
+	if c.Sweep, err = parseInts(*sweep); err != nil {
+		return fmt.Errorf("-sweep: %w", err)
+	}
+	if len(c.Sweep) > 0 && c.Arms["p1p2"] {
+		c.Arms["sweep"] = true
 	}
 	if c.Reps < 1 {
 		return fmt.Errorf("-reps must be at least 1")

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"image/color"
+	"math"
 	"os"
 
 	"gonum.org/v1/plot"
@@ -29,18 +30,26 @@ func (r *Report) Plot(path string) error {
 	if err != nil {
 		return err
 	}
-	right, err := r.waitPlot()
-	if err != nil {
+	plots := []*plot.Plot{left}
+	if wp, ok, err := r.waitPlot(); err != nil {
 		return err
+	} else if ok {
+		plots = append(plots, wp)
 	}
-	const w, h = 12 * vg.Inch, 4.5 * vg.Inch
+	if sw, ok, err := r.sweepPlot(); err != nil {
+		return err
+	} else if ok {
+		plots = append(plots, sw)
+	}
+	w, h := vg.Length(len(plots))*6*vg.Inch, 4.5*vg.Inch
 	img := vgimg.New(w, h)
 	dc := draw.New(img)
-	tiles := draw.Tiles{Rows: 1, Cols: 2, PadX: vg.Millimeter * 6, PadY: vg.Millimeter * 4,
+	tiles := draw.Tiles{Rows: 1, Cols: len(plots), PadX: vg.Millimeter * 6, PadY: vg.Millimeter * 4,
 		PadTop: vg.Millimeter * 2, PadBottom: vg.Millimeter * 2, PadLeft: vg.Millimeter * 2, PadRight: vg.Millimeter * 2}
-	canvases := plot.Align([][]*plot.Plot{{left, right}}, tiles, dc)
-	left.Draw(canvases[0][0])
-	right.Draw(canvases[0][1])
+	canvases := plot.Align([][]*plot.Plot{plots}, tiles, dc)
+	for i, p := range plots {
+		p.Draw(canvases[0][i])
+	}
 	f, err := os.Create(path)
 	if err != nil {
 		return err
@@ -93,12 +102,21 @@ func (r *Report) ratioPlot() (*plot.Plot, error) {
 			break
 		}
 	}
+	top := 1.0
+	for _, d := range r.Datasets {
+		for _, row := range d.Rows {
+			if !row.Fraction && len(row.BaseVals) > 0 {
+				top = math.Max(top, row.Ratio())
+			}
+		}
+	}
+	p.Y.Max = top * 1.15
 	p.Legend.Top = true
 	p.Add(plotter.NewGrid())
 	return p, nil
 }
 
-func (r *Report) waitPlot() (*plot.Plot, error) {
+func (r *Report) waitPlot() (*plot.Plot, bool, error) {
 	p := plot.New()
 	p.Title.Text = "P4: consumer time waiting on data (dashes: 5 % goal)"
 	p.Y.Label.Text = "% of epoch time"
@@ -113,6 +131,9 @@ func (r *Report) waitPlot() (*plot.Plot, error) {
 			onName, offName = row.Arm, row.Base
 		}
 	}
+	if onName == "" {
+		return nil, false, nil
+	}
 	p.NominalX(names...)
 	width := vg.Points(30)
 	for i, s := range []struct {
@@ -121,7 +142,7 @@ func (r *Report) waitPlot() (*plot.Plot, error) {
 	}{{onName, on}, {offName, off}} {
 		bars, err := plotter.NewBarChart(s.v, width)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		bars.Color = palette[(i+2)%len(palette)]
 		bars.LineStyle.Width = 0
@@ -131,14 +152,14 @@ func (r *Report) waitPlot() (*plot.Plot, error) {
 	}
 	line, err := plotter.NewLine(plotter.XYs{{X: -0.5, Y: 5}, {X: float64(len(names)) - 0.5, Y: 5}})
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	line.Dashes = []vg.Length{vg.Points(4), vg.Points(3)}
 	line.Width = vg.Points(1.5)
 	p.Add(line)
 	p.Legend.Top = true
 	p.Add(plotter.NewGrid())
-	return p, nil
+	return p, true, nil
 }
 
 func findRow(d *DatasetResult, id string) (Row, bool) {
@@ -148,4 +169,58 @@ func findRow(d *DatasetResult, id string) (Row, bool) {
 		}
 	}
 	return Row{}, false
+}
+
+// sweepPlot draws P1 and P2 against the mean batch file size.
+func (r *Report) sweepPlot() (*plot.Plot, bool, error) {
+	p := plot.New()
+	p.Title.Text = "P1, P2 against batch file size (dashes: goals)"
+	p.X.Label.Text = "mean batch file size (KiB, log)"
+	p.Y.Label.Text = "ratio to tmpfs"
+	p.X.Scale = plot.LogScale{}
+	p.X.Tick.Marker = plot.LogTicks{Prec: -1}
+	p.Y.Min, p.Y.Max = 0, 1.1
+	drawn := false
+	lo, hi := math.Inf(1), math.Inf(-1)
+	for i, d := range r.Datasets {
+		pts := d.sweepPoints()
+		if len(pts) == 0 {
+			continue
+		}
+		p1, p2 := make(plotter.XYs, len(pts)), make(plotter.XYs, len(pts))
+		for j, pt := range pts {
+			x := float64(pt.FileBytes) / 1024
+			lo, hi = math.Min(lo, x), math.Max(hi, x)
+			p1[j] = plotter.XY{X: x, Y: pt.P1()}
+			p2[j] = plotter.XY{X: x, Y: pt.P2()}
+		}
+		for k, s := range []struct {
+			name string
+			xy   plotter.XYs
+		}{{"P1 warm ÷ tmpfs", p1}, {"P2 daemon cache ÷ tmpfs", p2}} {
+			l, sc, err := plotter.NewLinePoints(s.xy)
+			if err != nil {
+				return nil, false, err
+			}
+			c := palette[(2*i+k)%len(palette)]
+			l.Color, sc.Color = c, c
+			p.Add(l, sc)
+			p.Legend.Add(fmt.Sprintf("%s (%s)", s.name, d.Kind), l, sc)
+		}
+		drawn = true
+	}
+	if !drawn {
+		return nil, false, nil
+	}
+	for _, g := range []float64{0.9, 0.6} {
+		line, err := plotter.NewLine(plotter.XYs{{X: lo, Y: g}, {X: hi, Y: g}})
+		if err != nil {
+			return nil, false, err
+		}
+		line.Dashes = []vg.Length{vg.Points(4), vg.Points(3)}
+		p.Add(line)
+	}
+	p.Legend.Top, p.Legend.Left = true, true
+	p.Add(plotter.NewGrid())
+	return p, true, nil
 }

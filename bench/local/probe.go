@@ -28,7 +28,7 @@ func (p PhaseTimes) String() string {
 
 // readPhases reads every file whole with one read(2) per buffer-full and
 // times the three phases separately.
-func readPhases(paths []string, bufSize int, evict bool) (PhaseTimes, error) {
+func readPhases(paths []string, bufSize int, evict bool, gap time.Duration) (PhaseTimes, error) {
 	var pt PhaseTimes
 	buf := make([]byte, bufSize)
 	for _, p := range paths {
@@ -64,6 +64,9 @@ func readPhases(paths []string, bufSize int, evict bool) (PhaseTimes, error) {
 		pt.Read += t2.Sub(t1)
 		pt.Close += t3.Sub(t2)
 		pt.Files++
+		if gap > 0 {
+			time.Sleep(gap)
+		}
 	}
 	return pt, nil
 }
@@ -75,6 +78,7 @@ func cmdProbe(args []string, out io.Writer) error {
 	reps := fs.Int("reps", 3, "passes over the files")
 	bufSize := fs.Int("buf", 8<<20, "read(2) buffer size")
 	evict := fs.Bool("evict", false, "evict each file's page cache (fadvise DONTNEED) before reading it")
+	gap := fs.Duration("gap", 0, "sleep between files (a consumer's compute time)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -84,7 +88,7 @@ func cmdProbe(args []string, out io.Writer) error {
 			return err
 		}
 		for i := 0; i < *reps; i++ {
-			pt, err := readPhases(paths, *bufSize, *evict)
+			pt, err := readPhases(paths, *bufSize, *evict, *gap)
 			if err != nil {
 				return err
 			}

@@ -74,6 +74,17 @@ func (r *Report) Markdown(png string) string {
 				row.Arm, fmtVal(row, row.ArmVals), row.Base, fmtVal(row, row.BaseVals), ratio, goal, met)
 		}
 	}
+	for _, d := range r.Datasets {
+		if len(d.Sweep) == 0 {
+			continue
+		}
+		fmt.Fprintf(&b, "\n### P1 and P2 against the size of a batch file (%s)\n\n", d.Kind)
+		fmt.Fprintf(&b, "| batch rows | files | mean file | tmpfs | warm (P1) | daemon cache (P2) | P1 | P2 |\n| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+		for _, p := range d.sweepPoints() {
+			fmt.Fprintf(&b, "| %d | %d | %s | %.0f MB/s | %.0f MB/s | %.0f MB/s | %.2f | %.2f |\n", p.BatchRows, p.Files,
+				kib(p.FileBytes), median(p.Tmpfs), median(p.Warm), median(p.Cold), p.P1(), p.P2())
+		}
+	}
 	fmt.Fprintf(&b, "\n![ratios](%s)\n\n", png)
 	fmt.Fprintf(&b, "## Daemon memory\n\n| dataset | mounts | --cache-size | peak RSS (VmHWM) | peak ÷ budget |\n| --- | --- | ---: | ---: | ---: |\n")
 	for _, d := range r.Datasets {
@@ -124,6 +135,13 @@ func fmtVal(r Row, v []float64) string {
 	default:
 		return fmt.Sprintf("%.1f %s", m, r.Unit)
 	}
+}
+
+func kib(n int64) string {
+	if n >= 10<<20 {
+		return mib(n)
+	}
+	return fmt.Sprintf("%d KiB", n>>10)
 }
 
 func mib(n int64) string { return fmt.Sprintf("%d MiB", n>>20) }
@@ -178,4 +196,17 @@ func hostInfo() string {
 		kernel = ", Linux " + strings.TrimSpace(string(b))
 	}
 	return fmt.Sprintf("%d × %s%s, %s", runtime.NumCPU(), model, kernel, runtime.Version())
+}
+
+// sweepPoints are the sweep's points plus the main P1/P2 measurement, by
+// batch size.
+func (d *DatasetResult) sweepPoints() []SweepPoint {
+	pts := append([]SweepPoint{}, d.Sweep...)
+	if row, ok := findRow(d, "P1"); ok && len(pts) > 0 {
+		p2, _ := findRow(d, "P2")
+		pts = append(pts, SweepPoint{BatchRows: d.BatchSize, Files: d.Files, FileBytes: d.Bytes / int64(max(d.Files, 1)),
+			Tmpfs: row.BaseVals, Warm: row.ArmVals, Cold: p2.ArmVals})
+	}
+	slices.SortFunc(pts, func(a, b SweepPoint) int { return a.BatchRows - b.BatchRows })
+	return pts
 }
