@@ -1,0 +1,302 @@
+package fs
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
+
+	"github.com/zenithfs/zenithfs/cache"
+	"github.com/zenithfs/zenithfs/dataset"
+	"github.com/zenithfs/zenithfs/internal/sampledata"
+	"github.com/zenithfs/zenithfs/prefetch"
+)
+
+// viewsMount mounts a fresh load of the Parquet dataset in dir (batches
+// of 100 rows) behind a real prefetch store.
+func viewsMount(t *testing.T, dir string, depth int) (string, *dataset.Dataset, *prefetch.Store) {
+	t.Helper()
+	d := newDataset(t, "d", dir, 100)
+	c, err := cache.New(256 << 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pf, err := prefetch.New(prefetch.Options{Cache: c, Workers: 2, Depth: depth})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pf.Close(); c.Close() })
+	return mountT(t, Config{Datasets: []*dataset.Dataset{d}, Batches: pf}), d, pf
+}
+
+func viewsSample(t *testing.T, rows int64) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := sampledata.WriteParquet(filepath.Join(dir, "a.parquet"), rows, 300); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// readView reads every file of a view directory in listing order and
+// returns the bytes, checking that stat sizes match.
+func readView(t *testing.T, dir string) [][]byte {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out [][]byte
+	for _, e := range ents {
+		p := filepath.Join(dir, e.Name())
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Size() != int64(len(b)) {
+			t.Fatalf("%s: stat size %d, read %d bytes", p, fi.Size(), len(b))
+		}
+		out = append(out, b)
+	}
+	return out
+}
+
+// fileIDs returns the id column of an Arrow or npz view file.
+func fileIDs(t *testing.T, b []byte) []int64 {
+	t.Helper()
+	var ids []int64
+	if bytes.HasPrefix(b, []byte("PK")) {
+		z, err := dataset.ReadNPZ(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < z["id"].Len(); i++ {
+			ids = append(ids, z["id"].Int64(i))
+		}
+		return ids
+	}
+	r, err := ipc.NewFileReader(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := r.RecordBatch(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	col := rec.Column(0).(*array.Int64)
+	for i := 0; i < col.Len(); i++ {
+		ids = append(ids, col.Value(i))
+	}
+	return ids
+}
+
+func TestViewsThroughMount(t *testing.T) {
+	const rows = 1950 // 20 batches of 100, the last of 50
+	mnt, d, _ := viewsMount(t, viewsSample(t, rows), 4)
+	views := filepath.Join(mnt, "d", "views")
+	ents, err := os.ReadDir(views)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	if got := strings.Join(names, " "); got != "README _stats.json seed=0,epoch=0 seed=0,epoch=0,rank=0,world=2" {
+		t.Fatalf("views/ lists %q", got)
+	}
+	if b, err := os.ReadFile(filepath.Join(views, "README")); err != nil || !strings.Contains(string(b), "rank=R,world=W") {
+		t.Fatalf("README: %v %q", err, b)
+	}
+
+	for _, spec := range []string{"seed=3,epoch=1", "epoch=1,seed=3,format=npz", "seed=3,epoch=1,shuffle=block:4",
+		"shuffle=block:3,seed=5,epoch=0,format=npz", "rank=0,world=1"} {
+		t.Run(spec, func(t *testing.T) {
+			files := readView(t, filepath.Join(views, spec))
+			if len(files) != 20 {
+				t.Fatalf("%d files, want 20", len(files))
+			}
+			ext := ".arrow"
+			if strings.Contains(spec, "npz") {
+				ext = ".npz"
+			}
+			if _, err := os.Stat(filepath.Join(views, spec, "000019"+ext)); err != nil {
+				t.Fatal(err)
+			}
+			seen := map[int64]int{}
+			for _, b := range files {
+				for _, id := range fileIDs(t, b) {
+					seen[id]++
+				}
+			}
+			if len(seen) != rows {
+				t.Fatalf("epoch holds %d distinct rows, want %d", len(seen), rows)
+			}
+			for id, n := range seen {
+				if n != 1 || id < 0 || id >= rows {
+					t.Fatalf("row %d read %d times", id, n)
+				}
+			}
+			// Same bytes as the view built directly, file by file.
+			s, _ := d.Current()
+			sp, _ := dataset.ParseViewSpec(spec)
+			v, _ := s.View(sp)
+			for k, b := range files {
+				want, err := v.Build(context.Background(), k)
+				if err != nil || !bytes.Equal(b, want) {
+					t.Fatalf("file %d differs from the view's build (%v)", k, err)
+				}
+			}
+		})
+	}
+
+	// Ranks through the mount: equal counts, disjoint, covering the epoch
+	// minus the last n%W files.
+	union := map[int64]int{}
+	for r := 0; r < 3; r++ {
+		files := readView(t, filepath.Join(views, fmt.Sprintf("seed=3,epoch=1,rank=%d,world=3", r)))
+		if len(files) != 6 {
+			t.Fatalf("rank %d: %d files, want 6", r, len(files))
+		}
+		for _, b := range files {
+			for _, id := range fileIDs(t, b) {
+				union[id]++
+			}
+		}
+	}
+	epoch := readView(t, filepath.Join(views, "seed=3,epoch=1"))
+	for j, b := range epoch {
+		for _, id := range fileIDs(t, b) {
+			if want := map[bool]int{true: 1, false: 0}[j < 18]; union[id] != want {
+				t.Fatalf("row %d of epoch file %d is read %d times by the ranks, want %d", id, j, union[id], want)
+			}
+		}
+	}
+
+	// Per-view statistics.
+	sb, err := os.ReadFile(filepath.Join(views, "_stats.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stats map[string]ViewStats
+	if err := json.Unmarshal(sb, &stats); err != nil {
+		t.Fatalf("%s: %v", sb, err)
+	}
+	st := stats["seed=3,epoch=1"]
+	if st.Reads < 40 || st.PrefetchHits == 0 || st.Reads != st.PrefetchHits+st.BuiltOnDemand+st.Errors {
+		t.Fatalf("view stats %+v: want ≥ 40 reads with prefetch hits", st)
+	}
+	if npz := stats["seed=3,epoch=1,format=npz"]; npz.Reads != 20 {
+		t.Fatalf("npz view stats %+v: want 20 reads", npz)
+	}
+}
+
+func TestBadViewSpecs(t *testing.T) {
+	mnt, _, _ := viewsMount(t, viewsSample(t, 500), 0)
+	views := filepath.Join(mnt, "d", "views")
+	for _, c := range []struct {
+		name string
+		want syscall.Errno
+	}{
+		{"foo=1", syscall.EINVAL},
+		{"seed=1,seed=2", syscall.EINVAL},
+		{"rank=2,world=2", syscall.EINVAL},
+		{"seed=x", syscall.EINVAL},
+		{"rank=0,world=6", syscall.EINVAL}, // 5 batches only
+		{"natural", syscall.ENOENT},
+		{".git", syscall.ENOENT},
+	} {
+		_, err := os.Stat(filepath.Join(views, c.name))
+		if !errors.Is(err, c.want) {
+			t.Errorf("%s: err %v, want %v", c.name, err, c.want)
+		}
+	}
+	for _, name := range []string{"000005.arrow", "00001.arrow", "000001.npz", "x"} {
+		if _, err := os.Stat(filepath.Join(views, "seed=1", name)); !errors.Is(err, syscall.ENOENT) {
+			t.Errorf("seed=1/%s: err %v, want ENOENT", name, err)
+		}
+	}
+	errs, _ := os.ReadFile(filepath.Join(mnt, ".zenith", "errors"))
+	for _, why := range []string{`unknown key "foo"`, "duplicate key", "rank 2 is not below world 2", "larger than the 5 batches"} {
+		if !strings.Contains(string(errs), why) {
+			t.Errorf(".zenith/errors lacks %q:\n%s", why, errs)
+		}
+	}
+}
+
+// Two separate mounts of two separate loads serve the same bytes at the
+// same view paths: a job resumes mid-epoch by opening file k.
+func TestViewBytesSameAcrossRemounts(t *testing.T) {
+	dir := viewsSample(t, 1200)
+	a, _, _ := viewsMount(t, dir, 2)
+	b, _, _ := viewsMount(t, dir, 0)
+	for _, p := range []string{"seed=11,epoch=4/000007.arrow", "seed=11,epoch=4,format=npz/000003.npz",
+		"seed=11,epoch=4,shuffle=block:5,format=npz/000011.npz", "seed=11,epoch=4,shuffle=block:2,rank=1,world=4/000002.arrow"} {
+		x, err := os.ReadFile(filepath.Join(a, "d", "views", p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		y, err := os.ReadFile(filepath.Join(b, "d", "views", p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(x, y) {
+			t.Errorf("%s differs between two mounts", p)
+		}
+	}
+	// And different epochs differ.
+	x, _ := os.ReadFile(filepath.Join(a, "d", "views", "seed=11,epoch=4,shuffle=block:2", "000000.arrow"))
+	y, _ := os.ReadFile(filepath.Join(a, "d", "views", "seed=11,epoch=5,shuffle=block:2", "000000.arrow"))
+	if bytes.Equal(x, y) {
+		t.Error("epochs 4 and 5 begin with the same file")
+	}
+}
+
+// A view file of an old generation is never served after its source
+// changed: the open fails with ESTALE, the kernel looks again, and the
+// reader gets the new rows.
+func TestViewFollowsSourceChange(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "a.csv")
+	if err := sampledata.WriteCSV(p, 0, 300); err != nil {
+		t.Fatal(err)
+	}
+	d := newDataset(t, "d", dir, 100)
+	mnt := mountT(t, Config{Datasets: []*dataset.Dataset{d}})
+	f := filepath.Join(mnt, "d", "views", "seed=1,epoch=0,format=npz", "000000.npz")
+	old, err := os.ReadFile(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sampledata.WriteCSV(p, 5000, 300); err != nil {
+		t.Fatal(err)
+	}
+	future := time.Now().Add(2 * time.Second)
+	os.Chtimes(p, future, future)
+	b, err := os.ReadFile(f)
+	if err != nil {
+		t.Fatalf("read after change: %v", err)
+	}
+	if bytes.Equal(b, old) {
+		t.Fatal("served the old bytes after the source changed")
+	}
+	for _, id := range fileIDs(t, b) {
+		if id < 5000 {
+			t.Fatalf("old row %d after the change", id)
+		}
+	}
+}
