@@ -30,7 +30,7 @@ type statusJSON struct {
 	Name       string     `json:"name"`
 	State      State      `json:"state"`
 	GPUs       []int      `json:"gpus"`
-	PID        int        `json:"pid,omitempty"`
+	PID        *int       `json:"pid"`
 	ExitCode   *int       `json:"exit_code"`
 	Reason     string     `json:"reason"`
 	SubmitTime time.Time  `json:"submit_time"`
@@ -45,7 +45,7 @@ type statusJSON struct {
 }
 
 // StatusJSON returns the content of jobs/<name>/status.json: name, state,
-// gpus, pid, exit_code (null until known), reason, submit/start/end times
+// gpus, pid (null unless a local process ran), exit_code (null until known), reason, submit/start/end times
 // (RFC 3339; null until they happen), attempts, retries, priority, runner
 // and the log path.
 func (j JobInfo) StatusJSON() []byte {
@@ -59,8 +59,12 @@ func (j JobInfo) StatusJSON() []byte {
 	if gpus == nil {
 		gpus = []int{}
 	}
+	var pid *int
+	if j.PID > 0 {
+		pid = &j.PID
+	}
 	b, err := json.MarshalIndent(statusJSON{
-		Name: j.Name, State: j.State, GPUs: gpus, PID: j.PID, ExitCode: j.ExitCode,
+		Name: j.Name, State: j.State, GPUs: gpus, PID: pid, ExitCode: j.ExitCode,
 		Reason: j.Reason, SubmitTime: j.SubmitTime, StartTime: opt(j.StartTime), EndTime: opt(j.EndTime),
 		Attempts: j.Attempts, Retries: j.Spec.Retries, Priority: j.Spec.Priority, TimeLimit: j.Spec.TimeLimit,
 		Runner: j.Runner, Log: j.LogPath,

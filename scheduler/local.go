@@ -32,10 +32,11 @@ exit "$s"`
 // separate process in its own process group, so it outlives a crashed daemon
 // (the job never sees a broken pipe) and is not hit by the signals sent to
 // the job. Past the cap it keeps reading and drops the bytes, so the job
-// never blocks; it notes the truncation in the log.
+// never blocks; it notes the truncation in the log. head's stdout is made
+// unbuffered (coreutils stdbuf) so that the log grows as the job writes.
 const copierScript = `cap=$1
 if [ "$cap" -lt 0 ]; then exec cat; fi
-head -c "$cap"
+if command -v stdbuf >/dev/null 2>&1; then stdbuf -o0 head -c "$cap"; else head -c "$cap"; fi
 if [ "$(head -c 1 | wc -c)" -gt 0 ]; then
   printf '\n[zenithfs: the log reached its cap of %s bytes; further output is dropped]\n' "$2"
   n=$(wc -c)

@@ -213,6 +213,9 @@ func (s *Scheduler) dispatch(ctx context.Context) {
 		}
 		r.Ref = ref
 		r.Reason = ""
+		if p, ok := s.runner.(interface{ PID(RunRef) int }); ok {
+			r.PID = p.PID(ref)
+		}
 		if !s.runner.AllocatesGPUs() {
 			r.State, r.StartTime = Running, time.Now().UTC()
 		}

@@ -363,9 +363,7 @@ func (s *Scheduler) info(r *record) JobInfo {
 		c := *r.ExitCode
 		j.ExitCode = &c
 	}
-	if p, ok := s.runner.(interface{ PID(RunRef) int }); ok && r.Ref != "" {
-		j.PID = p.PID(r.Ref)
-	}
+	j.PID = r.PID
 	j.Spec.Command = slices.Clone(r.Spec.Command)
 	return j
 }

@@ -55,6 +55,29 @@ func TestJobLifecycleAndExitCodes(t *testing.T) {
 	}
 }
 
+func TestLogGrowsWhileJobRuns(t *testing.T) {
+	s := newTestScheduler(t, testConfig(t, 0))
+	gate := filepath.Join(t.TempDir(), "gate")
+	mustSubmit(t, s, shJob(t, "stream", fmt.Sprintf("echo early; while [ ! -e %s ]; do sleep 0.01; done; echo late", gate), nil))
+	j := waitState(t, s, "stream", Running, 5*time.Second)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if b, _ := os.ReadFile(j.LogPath); string(b) == "early\n" {
+			break
+		}
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(j.LogPath)
+			t.Fatalf("log of the running job = %q, want \"early\\n\" (output must not wait in a buffer)", b)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	os.WriteFile(gate, nil, 0o644)
+	j = waitState(t, s, "stream", Completed, 5*time.Second)
+	if log := readLog(t, j); log != "early\nlate\n" {
+		t.Fatalf("log = %q", log)
+	}
+}
+
 func TestEnvironmentAndLiteralArgv(t *testing.T) {
 	cfg := testConfig(t, 0)
 	s := newTestScheduler(t, cfg)

@@ -24,6 +24,7 @@ type record struct {
 	Attempts   int       `json:"attempts"`
 	GPUs       []int     `json:"gpus,omitempty"`
 	Ref        RunRef    `json:"ref,omitempty"`
+	PID        int       `json:"pid,omitempty"` // local runner: the latest attempt's process
 	// Stop is Cancelled or Timeout once a stop was requested: the state the
 	// job ends in, whatever its exit status.
 	Stop       State  `json:"stop,omitempty"`

@@ -1,0 +1,369 @@
+package fs
+
+// The job control tree, MOUNT/.zenith/jobs:
+//
+//	submit              write a spec (JSON or YAML); the write(2) fails with
+//	                    EINVAL / EEXIST / EACCES when it is rejected
+//	errors              the reasons of the latest rejected submissions
+//	<name>/spec         the accepted spec, JSON
+//	<name>/status       one word and a newline
+//	<name>/status.json  state, gpus, pid, exit code, reason, times, attempts
+//	<name>/log          stdout+stderr, growing while the job runs (tail -f)
+//	<name>/cancel       write anything to cancel
+//
+// The directory is dynamic: Lookup and Readdir ask the scheduler, so a job
+// appears the moment Submit accepts it. Job directories never disappear
+// (the store keeps every job), so their entries may be cached briefly;
+// attributes are never cached (a 1ns timeout: go-fuse reads 0 as "use the
+// mount's default", which is an hour for dataset files), and every file is
+// served with direct I/O, so `cat` and `tail -f` always see current bytes.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/zenithfs/zenithfs/scheduler"
+)
+
+const (
+	// ctlEntryTimeout: names in the jobs tree never go away once they exist.
+	ctlEntryTimeout = time.Second
+	// ctlAttrTimeout: effectively uncached (see the comment above).
+	ctlAttrTimeout = time.Nanosecond
+	// maxSubmitBytes bounds one open's buffered spec.
+	maxSubmitBytes = 1 << 20
+)
+
+// newJobsDir returns the node for .zenith/jobs.
+func newJobsDir(sh *shared, s *scheduler.Scheduler) gofs.InodeEmbedder {
+	return &jobsDir{sh: sh, s: s}
+}
+
+// jobsDir is .zenith/jobs.
+type jobsDir struct {
+	gofs.Inode
+	sh *shared
+	s  *scheduler.Scheduler
+}
+
+var (
+	_ = (gofs.NodeLookuper)((*jobsDir)(nil))
+	_ = (gofs.NodeReaddirer)((*jobsDir)(nil))
+	_ = (gofs.NodeGetattrer)((*jobsDir)(nil))
+)
+
+// dirAttr fills a control directory's attributes.
+func dirAttr(sh *shared, a *fuse.Attr) {
+	a.Mode = syscall.S_IFDIR | 0o755
+	a.Nlink = 2
+	a.Uid = sh.owner
+}
+
+// Getattr implements fs.NodeGetattrer.
+func (d *jobsDir) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) (errno syscall.Errno) {
+	defer d.sh.guard("getattr", "jobs", &errno)
+	dirAttr(d.sh, &out.Attr)
+	out.SetTimeout(ctlAttrTimeout)
+	return 0
+}
+
+// Lookup implements fs.NodeLookuper.
+func (d *jobsDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (ino *gofs.Inode, errno syscall.Errno) {
+	defer d.sh.guard("lookup", "jobs/"+name, &errno)
+	var node gofs.InodeEmbedder
+	mode := uint32(syscall.S_IFREG)
+	switch name {
+	case "submit":
+		f := &submitFile{sh: d.sh, s: d.s}
+		f.attr(&out.Attr)
+		node = f
+	case "errors":
+		g := newCtlGen(d.sh, func(context.Context) ([]byte, error) { return joinLines(d.s.Errors()), nil })
+		node = g
+		out.Mode = syscall.S_IFREG | 0o444
+	default:
+		if _, ok := d.s.Job(name); !ok {
+			out.SetEntryTimeout(ctlAttrTimeout) // no negative caching: the job may be submitted next
+			return nil, syscall.ENOENT
+		}
+		node = &jobDir{sh: d.sh, s: d.s, name: name}
+		mode = syscall.S_IFDIR
+		dirAttr(d.sh, &out.Attr)
+	}
+	out.SetEntryTimeout(ctlEntryTimeout)
+	out.SetAttrTimeout(ctlAttrTimeout)
+	return d.NewInode(ctx, node, gofs.StableAttr{Mode: mode, Ino: inode("zenith-jobs", name)}), 0
+}
+
+// Readdir implements fs.NodeReaddirer: submit, errors, and one directory per
+// job.
+func (d *jobsDir) Readdir(ctx context.Context) (ds gofs.DirStream, errno syscall.Errno) {
+	defer d.sh.guard("readdir", "jobs", &errno)
+	names := d.s.Names()
+	ents := make([]fuse.DirEntry, 0, len(names)+2)
+	ents = append(ents,
+		fuse.DirEntry{Name: "errors", Mode: syscall.S_IFREG, Ino: inode("zenith-jobs", "errors")},
+		fuse.DirEntry{Name: "submit", Mode: syscall.S_IFREG, Ino: inode("zenith-jobs", "submit")})
+	for _, n := range names {
+		ents = append(ents, fuse.DirEntry{Name: n, Mode: syscall.S_IFDIR, Ino: inode("zenith-jobs", n)})
+	}
+	return gofs.NewListDirStream(ents), 0
+}
+
+func joinLines(lines []string) []byte {
+	var b bytes.Buffer
+	for _, l := range lines {
+		b.WriteString(l)
+		b.WriteByte('\n')
+	}
+	return b.Bytes()
+}
+
+// submitFile is jobs/submit. Each open collects the bytes written; the spec
+// is submitted at the write that completes a JSON object (or, for YAML and
+// anything that is not JSON, at a write ending in a newline), so that the
+// write(2) itself — and `echo`'s exit status — reports a rejection. Bytes
+// still buffered at close are submitted at flush, whose error close(2)
+// reports.
+type submitFile struct {
+	gofs.Inode
+	sh *shared
+	s  *scheduler.Scheduler
+}
+
+var (
+	_ = (gofs.NodeOpener)((*submitFile)(nil))
+	_ = (gofs.NodeWriter)((*submitFile)(nil))
+	_ = (gofs.NodeFlusher)((*submitFile)(nil))
+	_ = (gofs.NodeSetattrer)((*submitFile)(nil))
+	_ = (gofs.NodeGetattrer)((*submitFile)(nil))
+)
+
+type submitHandle struct {
+	mu  sync.Mutex
+	buf []byte
+}
+
+func (f *submitFile) attr(a *fuse.Attr) {
+	a.Mode = syscall.S_IFREG | 0o220
+	a.Uid = f.sh.owner
+	a.Nlink = 1
+}
+
+// Getattr implements fs.NodeGetattrer.
+func (f *submitFile) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) (errno syscall.Errno) {
+	defer f.sh.guard("getattr", "jobs/submit", &errno)
+	f.attr(&out.Attr)
+	out.SetTimeout(ctlAttrTimeout)
+	return 0
+}
+
+// Setattr implements fs.NodeSetattrer: `echo x > submit` truncates first;
+// there is nothing to truncate.
+func (f *submitFile) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) (errno syscall.Errno) {
+	defer f.sh.guard("setattr", "jobs/submit", &errno)
+	if !f.sh.allowed(ctx) {
+		return syscall.EACCES
+	}
+	f.attr(&out.Attr)
+	out.SetTimeout(ctlAttrTimeout)
+	return 0
+}
+
+// callerRefused records a refused caller for jobs/errors and returns EACCES.
+func callerRefused(ctx context.Context, s *scheduler.Scheduler, what string) syscall.Errno {
+	uid := uint32(1<<32 - 1)
+	if c, ok := fuse.FromContext(ctx); ok {
+		uid = c.Uid
+	}
+	s.NoteRejection(fmt.Sprintf("%s refused: uid %d is not the mount's owner or root: %v", what, uid, scheduler.ErrPermission))
+	return syscall.EACCES
+}
+
+// Open implements fs.NodeOpener: write-only, for the mount's owner and root.
+func (f *submitFile) Open(ctx context.Context, flags uint32) (fh gofs.FileHandle, fuseFlags uint32, errno syscall.Errno) {
+	defer f.sh.guard("open", "jobs/submit", &errno)
+	if flags&syscall.O_ACCMODE == syscall.O_RDONLY {
+		return nil, 0, syscall.EACCES
+	}
+	if !f.sh.allowed(ctx) {
+		return nil, 0, callerRefused(ctx, f.s, "submit")
+	}
+	return &submitHandle{}, fuse.FOPEN_DIRECT_IO, 0
+}
+
+// Write implements fs.NodeWriter.
+func (f *submitFile) Write(ctx context.Context, fh gofs.FileHandle, data []byte, off int64) (written uint32, errno syscall.Errno) {
+	defer f.sh.guard("write", "jobs/submit", &errno)
+	h, ok := fh.(*submitHandle)
+	if !ok {
+		return 0, syscall.EBADF
+	}
+	if !f.sh.allowed(ctx) {
+		return 0, callerRefused(ctx, f.s, "submit")
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.buf)+len(data) > maxSubmitBytes {
+		h.buf = nil
+		f.s.NoteRejection(fmt.Sprintf("submit: %v: spec larger than %d bytes", scheduler.ErrInvalidSpec, maxSubmitBytes))
+		return 0, syscall.EINVAL
+	}
+	h.buf = append(h.buf, data...)
+	if !specComplete(h.buf) {
+		return uint32(len(data)), 0
+	}
+	spec := h.buf
+	h.buf = nil
+	if _, err := f.s.Submit(spec); err != nil {
+		f.sh.log.Info("job spec rejected", "err", err)
+		return 0, toErrno(err)
+	}
+	return uint32(len(data)), 0
+}
+
+// Flush implements fs.NodeFlusher: submits what an incomplete last write left.
+func (f *submitFile) Flush(ctx context.Context, fh gofs.FileHandle) (errno syscall.Errno) {
+	defer f.sh.guard("flush", "jobs/submit", &errno)
+	h, ok := fh.(*submitHandle)
+	if !ok {
+		return 0
+	}
+	h.mu.Lock()
+	spec := h.buf
+	h.buf = nil
+	h.mu.Unlock()
+	if len(bytes.TrimSpace(spec)) == 0 {
+		return 0
+	}
+	if _, err := f.s.Submit(spec); err != nil {
+		f.sh.log.Info("job spec rejected", "err", err)
+		return toErrno(err)
+	}
+	return 0
+}
+
+// specComplete reports whether buf holds a whole spec worth submitting now:
+// a complete JSON value (or broken JSON that no more bytes can fix), or
+// non-JSON text whose last write ended a line.
+func specComplete(buf []byte) bool {
+	t := bytes.TrimSpace(buf)
+	if len(t) == 0 {
+		return false
+	}
+	if t[0] == '{' {
+		var v json.RawMessage
+		err := json.NewDecoder(bytes.NewReader(t)).Decode(&v)
+		return !errors.Is(err, io.ErrUnexpectedEOF)
+	}
+	return buf[len(buf)-1] == '\n'
+}
+
+// ctlGen is a generated file whose attributes are never cached.
+type ctlGen struct{ *genFile }
+
+var _ = (gofs.NodeGetattrer)((*ctlGen)(nil))
+
+func newCtlGen(sh *shared, content func(context.Context) ([]byte, error)) *ctlGen {
+	return &ctlGen{newGenFile(sh, content)}
+}
+
+// Getattr implements fs.NodeGetattrer.
+func (g *ctlGen) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	errno := g.genFile.Getattr(ctx, fh, out)
+	out.Uid = g.sh.owner
+	out.SetTimeout(ctlAttrTimeout)
+	return errno
+}
+
+// jobFileNames are the entries of jobs/<name>/.
+var jobFileNames = []string{"cancel", "log", "spec", "status", "status.json"}
+
+// jobDir is jobs/<name>.
+type jobDir struct {
+	gofs.Inode
+	sh   *shared
+	s    *scheduler.Scheduler
+	name string
+}
+
+var (
+	_ = (gofs.NodeLookuper)((*jobDir)(nil))
+	_ = (gofs.NodeReaddirer)((*jobDir)(nil))
+	_ = (gofs.NodeGetattrer)((*jobDir)(nil))
+)
+
+// Getattr implements fs.NodeGetattrer.
+func (d *jobDir) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) (errno syscall.Errno) {
+	defer d.sh.guard("getattr", "jobs/"+d.name, &errno)
+	dirAttr(d.sh, &out.Attr)
+	out.SetTimeout(ctlAttrTimeout)
+	return 0
+}
+
+// job returns the job's snapshot, ErrNotFound if it is gone.
+func (d *jobDir) job() (scheduler.JobInfo, error) {
+	j, ok := d.s.Job(d.name)
+	if !ok {
+		return j, fmt.Errorf("job %s: %w", d.name, scheduler.ErrNotFound)
+	}
+	return j, nil
+}
+
+// Lookup implements fs.NodeLookuper.
+func (d *jobDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (ino *gofs.Inode, errno syscall.Errno) {
+	defer d.sh.guard("lookup", "jobs/"+d.name+"/"+name, &errno)
+	gen := func(f func(scheduler.JobInfo) []byte) gofs.InodeEmbedder {
+		out.Mode = syscall.S_IFREG | 0o444
+		return newCtlGen(d.sh, func(context.Context) ([]byte, error) {
+			j, err := d.job()
+			if err != nil {
+				return nil, err
+			}
+			return f(j), nil
+		})
+	}
+	var node gofs.InodeEmbedder
+	switch name {
+	case "spec":
+		node = gen(func(j scheduler.JobInfo) []byte { return j.Spec.JSON() })
+	case "status":
+		node = gen(scheduler.JobInfo.Status)
+	case "status.json":
+		node = gen(scheduler.JobInfo.StatusJSON)
+	case "log":
+		l := &logFile{sh: d.sh, s: d.s, name: d.name}
+		l.attr(&out.Attr)
+		node = l
+	case "cancel":
+		c := &cancelFile{sh: d.sh, s: d.s, name: d.name}
+		c.attr(&out.Attr)
+		node = c
+	default:
+		out.SetEntryTimeout(ctlAttrTimeout)
+		return nil, syscall.ENOENT
+	}
+	out.SetEntryTimeout(ctlEntryTimeout)
+	out.SetAttrTimeout(ctlAttrTimeout)
+	return d.NewInode(ctx, node, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: inode("zenith-jobs", d.name, name)}), 0
+}
+
+// Readdir implements fs.NodeReaddirer.
+func (d *jobDir) Readdir(ctx context.Context) (ds gofs.DirStream, errno syscall.Errno) {
+	defer d.sh.guard("readdir", "jobs/"+d.name, &errno)
+	ents := make([]fuse.DirEntry, len(jobFileNames))
+	for i, n := range jobFileNames {
+		ents[i] = fuse.DirEntry{Name: n, Mode: syscall.S_IFREG, Ino: inode("zenith-jobs", d.name, n)}
+	}
+	return gofs.NewListDirStream(ents), 0
+}

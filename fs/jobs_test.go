@@ -1,0 +1,408 @@
+package fs
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/zenithfs/zenithfs/scheduler"
+)
+
+// jobsRoot is a minimal mount root holding .zenith/jobs and .zenith/gpus.
+type jobsRoot struct {
+	gofs.Inode
+	sh *shared
+	s  *scheduler.Scheduler
+}
+
+func (r *jobsRoot) OnAdd(ctx context.Context) {
+	z := r.NewPersistentInode(ctx, &gofs.Inode{}, gofs.StableAttr{Mode: syscall.S_IFDIR})
+	r.AddChild(".zenith", z, false)
+	z.AddChild("jobs", z.NewPersistentInode(ctx, newJobsDir(r.sh, r.s), gofs.StableAttr{Mode: syscall.S_IFDIR}), false)
+	z.AddChild("gpus", z.NewPersistentInode(ctx, newGPUsFile(r.sh, r.s), gofs.StableAttr{Mode: syscall.S_IFREG}), false)
+}
+
+// testSchedConfig is a scheduler config with n declared GPUs and a fast
+// heartbeat.
+func testSchedConfig(t *testing.T, stateDir string, n int) scheduler.Config {
+	t.Helper()
+	gpus, err := scheduler.DiscoverGPUs(context.Background(), fmt.Sprint(n), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return scheduler.Config{
+		StateDir: stateDir, GPUs: gpus, Grace: 500 * time.Millisecond, PollInterval: 50 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	}
+}
+
+// serveJobs mounts a jobs tree over s at mnt with the production timeouts
+// (an hour for entries and attributes unless a node says otherwise).
+func serveJobs(mnt string, s *scheduler.Scheduler) (*fuse.Server, error) {
+	hour, neg := time.Hour, time.Duration(0)
+	sh := &shared{log: slog.New(slog.DiscardHandler), owner: 0, errs: newErrorRing(100)}
+	return gofs.Mount(mnt, &jobsRoot{sh: sh, s: s}, &gofs.Options{
+		EntryTimeout: &hour, AttrTimeout: &hour, NegativeTimeout: &neg,
+		MountOptions: fuse.MountOptions{DirectMount: true, AllowOther: true, FsName: "zenithfs-jobs-test"},
+	})
+}
+
+// mountJobs starts a scheduler and mounts its tree; it returns the jobs
+// directory. The mountpoint is reachable by other users (for the uid 65534
+// writer).
+func mountJobs(t *testing.T, cfg scheduler.Config) (string, *scheduler.Scheduler) {
+	t.Helper()
+	s, err := scheduler.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		s.Close(ctx)
+	})
+	mnt := t.TempDir()
+	for _, d := range []string{filepath.Dir(mnt), mnt} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv, err := serveJobs(mnt, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := srv.Unmount(); err != nil {
+			t.Errorf("unmount: %v", err)
+		}
+	})
+	return filepath.Join(mnt, ".zenith", "jobs"), s
+}
+
+// shell runs script with sh -c and env; it returns stdout, stderr and the
+// exit status.
+func shell(t *testing.T, script string, cred *syscall.Credential, env ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command("/bin/sh", "-c", script)
+	cmd.Env = append(os.Environ(), env...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	}
+	err := cmd.Run()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("sh -c %q: %v", script, err)
+	}
+	return out.String(), errb.String(), code
+}
+
+// echoSubmit runs `echo "$SPEC" > jobs/submit` in a shell.
+func echoSubmit(t *testing.T, jobs, spec string, cred *syscall.Credential) (string, int) {
+	t.Helper()
+	_, stderr, code := shell(t, `echo "$SPEC" > "$JOBS/submit"`, cred, "SPEC="+spec, "JOBS="+jobs)
+	return stderr, code
+}
+
+func mustEchoSubmit(t *testing.T, jobs, spec string) {
+	t.Helper()
+	if stderr, code := echoSubmit(t, jobs, spec, nil); code != 0 {
+		t.Fatalf("echo %s > submit: exit %d: %s", spec, code, stderr)
+	}
+}
+
+// catStatus reads jobs/<name>/status through the mount.
+func catStatus(t *testing.T, jobs, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(jobs, name, "status"))
+	if err != nil {
+		t.Fatalf("cat status: %v", err)
+	}
+	return string(b)
+}
+
+// pollStatus polls `cat status` until it reads want; it returns the states
+// seen on the way.
+func pollStatus(t *testing.T, jobs, name, want string, timeout time.Duration) []string {
+	t.Helper()
+	var seen []string
+	deadline := time.Now().Add(timeout)
+	for {
+		st := strings.TrimSuffix(catStatus(t, jobs, name), "\n")
+		if len(seen) == 0 || seen[len(seen)-1] != st {
+			seen = append(seen, st)
+		}
+		if st == want {
+			return seen
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(filepath.Join(jobs, name, "log"))
+			sj, _ := os.ReadFile(filepath.Join(jobs, name, "status.json"))
+			t.Fatalf("job %s: states %v, want %s; status.json %s; log:\n%s", name, seen, want, sj, log)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func readStatusJSON(t *testing.T, jobs, name string) map[string]any {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(jobs, name, "status.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatalf("status.json %q: %v", b, err)
+	}
+	return m
+}
+
+func lsNames(t *testing.T, dir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+func TestJobLifecycleThroughMount(t *testing.T) {
+	jobs, _ := mountJobs(t, testSchedConfig(t, t.TempDir(), 2))
+	gate := filepath.Join(t.TempDir(), "gate")
+	mustEchoSubmit(t, jobs, fmt.Sprintf(`{"name":"hello","command":["sh","-c","echo out-line; echo err-line >&2; while [ ! -e %s ]; do sleep 0.01; done; echo $CUDA_VISIBLE_DEVICES; exit 3"],"gpus":2}`, gate))
+	if st := catStatus(t, jobs, "hello"); st != "PENDING\n" && st != "RUNNING\n" {
+		t.Fatalf("status right after submit = %q", st)
+	}
+	pollStatus(t, jobs, "hello", "RUNNING", 5*time.Second)
+	if got, want := lsNames(t, jobs), []string{"errors", "hello", "submit"}; !equalStrings(got, want) {
+		t.Fatalf("ls jobs = %v, want %v", got, want)
+	}
+	if got, want := lsNames(t, filepath.Join(jobs, "hello")), jobFileNames; !equalStrings(got, want) {
+		t.Fatalf("ls jobs/hello = %v, want %v", got, want)
+	}
+	gpus, err := os.ReadFile(filepath.Join(jobs, "..", "gpus"))
+	if err != nil || string(gpus) != "0\tdeclared\t-\thello\n1\tdeclared\t-\thello\n" {
+		t.Fatalf("gpus = %q, %v", gpus, err)
+	}
+	if err := os.WriteFile(gate, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pollStatus(t, jobs, "hello", "FAILED", 5*time.Second)
+	st := readStatusJSON(t, jobs, "hello")
+	if st["state"] != "FAILED" || st["exit_code"] != 3.0 || st["attempts"] != 1.0 || st["name"] != "hello" ||
+		st["start_time"] == nil || st["end_time"] == nil || st["pid"] == nil {
+		t.Fatalf("status.json = %v", st)
+	}
+	if g, ok := st["gpus"].([]any); !ok || len(g) != 2 {
+		t.Fatalf("status.json gpus = %v", st["gpus"])
+	}
+	log, err := os.ReadFile(filepath.Join(jobs, "hello", "log"))
+	if err != nil || string(log) != "out-line\nerr-line\n0,1\n" {
+		t.Fatalf("log = %q, %v", log, err)
+	}
+	spec, err := os.ReadFile(filepath.Join(jobs, "hello", "spec"))
+	var sp scheduler.Spec
+	if err != nil || json.Unmarshal(spec, &sp) != nil || sp.Name != "hello" || sp.GPUs != 2 {
+		t.Fatalf("spec = %q, %v", spec, err)
+	}
+	if _, err := os.Stat(filepath.Join(jobs, "nope")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("stat unknown job: %v", err)
+	}
+
+	// A YAML spec, written by cat from a file.
+	yml := filepath.Join(t.TempDir(), "job.yaml")
+	os.WriteFile(yml, []byte("name: from-yaml\ncommand: [sh, -c, 'echo yaml ran']\n"), 0o644)
+	if _, stderr, code := shell(t, `cat "$Y" > "$JOBS/submit"`, nil, "Y="+yml, "JOBS="+jobs); code != 0 {
+		t.Fatalf("cat yaml > submit: %d %s", code, stderr)
+	}
+	pollStatus(t, jobs, "from-yaml", "COMPLETED", 5*time.Second)
+}
+
+func equalStrings(a, b []string) bool {
+	return strings.Join(a, "\x00") == strings.Join(b, "\x00")
+}
+
+func TestBadSpecsThroughMount(t *testing.T) {
+	jobs, _ := mountJobs(t, testSchedConfig(t, t.TempDir(), 2))
+	mustEchoSubmit(t, jobs, `{"name":"taken","command":["true"]}`)
+	tests := []struct {
+		name   string
+		spec   string
+		errno  syscall.Errno
+		reason string
+	}{
+		{"not JSON", `this is not a spec`, syscall.EINVAL, "JSON object or a YAML mapping"},
+		{"broken JSON", `{"name": oops}`, syscall.EINVAL, "not a valid JSON spec"},
+		{"unknown field", `{"name":"u","command":["true"],"gpu":1}`, syscall.EINVAL, `unknown field "gpu"`},
+		{"bad name", `{"name":"a b","command":["true"]}`, syscall.EINVAL, `name "a b"`},
+		{"duplicate name", `{"name":"taken","command":["true"]}`, syscall.EEXIST, "already exists"},
+		{"too many GPUs", `{"name":"g","command":["true"],"gpus":3}`, syscall.EINVAL, "only 2 GPUs exist"},
+		{"missing command", `{"name":"c"}`, syscall.EINVAL, "command is required"},
+		{"bad workdir", `{"name":"w","command":["true"],"workdir":"/no/such/dir"}`, syscall.EINVAL, "/no/such/dir"},
+		{"forbidden pattern", `{"name":"f","command":["rm","-rf","/"]}`, syscall.EINVAL, "forbidden pattern"},
+		{"shell metachars need shell", `{"name":"m","command":["echo hi; rm -rf /"]}`, syscall.EINVAL, "forbidden pattern"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			before := lsNames(t, jobs)
+			// The shell's echo fails (dash reports any write error as "I/O
+			// error"; the exit status is what scripts see) ...
+			if stderr, code := echoSubmit(t, jobs, tc.spec, nil); code == 0 {
+				t.Fatalf("echo %s > submit succeeded: %s", tc.spec, stderr)
+			}
+			// ... and the write(2) itself fails with the errno.
+			if err := writeFile(filepath.Join(jobs, "submit"), tc.spec+"\n"); !errors.Is(err, tc.errno) {
+				t.Fatalf("write(2) of %s: %v, want %v", tc.spec, err, tc.errno)
+			}
+			errs, err := os.ReadFile(filepath.Join(jobs, "errors"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			lines := strings.Split(strings.TrimSpace(string(errs)), "\n")
+			if !strings.Contains(lines[len(lines)-1], tc.reason) {
+				t.Fatalf("jobs/errors last line %q does not name %q", lines[len(lines)-1], tc.reason)
+			}
+			if after := lsNames(t, jobs); !equalStrings(before, after) {
+				t.Fatalf("something was queued: %v → %v", before, after)
+			}
+		})
+	}
+
+	// Shell metacharacters in a non-shell command reach the program literally.
+	mustEchoSubmit(t, jobs, `{"name":"literal","command":["echo","a;b","$(id)","|","*"]}`)
+	pollStatus(t, jobs, "literal", "COMPLETED", 5*time.Second)
+	if log, _ := os.ReadFile(filepath.Join(jobs, "literal", "log")); string(log) != "a;b $(id) | *\n" {
+		t.Fatalf("log = %q", log)
+	}
+}
+
+// writeFile does what `echo` does: open with O_TRUNC, one write, close.
+func writeFile(path, data string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write([]byte(data))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// nobody is the credential of uid/gid 65534.
+var nobody = &syscall.Credential{Uid: 65534, Gid: 65534}
+
+func TestNonOwnerGetsEACCES(t *testing.T) {
+	jobs, s := mountJobs(t, testSchedConfig(t, t.TempDir(), 0))
+	stderr, code := echoSubmit(t, jobs, `{"name":"intruder","command":["true"]}`, nobody)
+	if code == 0 || !strings.Contains(stderr, "Permission denied") {
+		t.Fatalf("submit as nobody: exit %d, %q; want EACCES", code, stderr)
+	}
+	if _, ok := s.Job("intruder"); ok {
+		t.Fatal("a refused submission was queued")
+	}
+	errs, _ := os.ReadFile(filepath.Join(jobs, "errors"))
+	if !strings.Contains(string(errs), "uid 65534") {
+		t.Fatalf("jobs/errors = %q, want the refused uid", errs)
+	}
+
+	gate := filepath.Join(t.TempDir(), "gate")
+	mustEchoSubmit(t, jobs, fmt.Sprintf(`{"name":"mine","command":["sh","-c","while [ ! -e %s ]; do sleep 0.01; done"]}`, gate))
+	pollStatus(t, jobs, "mine", "RUNNING", 5*time.Second)
+	_, stderr, code = shell(t, `echo 1 > "$JOBS/mine/cancel"`, nobody, "JOBS="+jobs)
+	if code == 0 || !strings.Contains(stderr, "Permission denied") {
+		t.Fatalf("cancel as nobody: exit %d, %q; want EACCES", code, stderr)
+	}
+	// Reading is open to everyone who can reach the mount.
+	out, stderr, code := shell(t, `cat "$JOBS/mine/status"`, nobody, "JOBS="+jobs)
+	if code != 0 || out != "RUNNING\n" {
+		t.Fatalf("cat status as nobody: %q %q %d", out, stderr, code)
+	}
+	os.WriteFile(gate, nil, 0o644)
+	pollStatus(t, jobs, "mine", "COMPLETED", 5*time.Second)
+}
+
+func TestTailFollowsLogAndCancelKillsTree(t *testing.T) {
+	jobs, _ := mountJobs(t, testSchedConfig(t, t.TempDir(), 1))
+	dir := t.TempDir()
+	mustEchoSubmit(t, jobs, fmt.Sprintf(`{"name":"ticker","command":["sh","-c","sleep 1000 & echo $! > %s/child; i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.05; done"],"gpus":1}`, dir))
+	pollStatus(t, jobs, "ticker", "RUNNING", 5*time.Second)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	tail := exec.CommandContext(ctx, "tail", "-f", "-s", "0.1", filepath.Join(jobs, "ticker", "log"))
+	pr, pw, _ := os.Pipe()
+	tail.Stdout = pw
+	if err := tail.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	defer func() { tail.Process.Kill(); tail.Wait() }()
+	// tail -f must keep delivering lines written after it started.
+	var got bytes.Buffer
+	buf := make([]byte, 4096)
+	for !strings.Contains(got.String(), "tick 20\n") {
+		pr.SetReadDeadline(time.Now().Add(10 * time.Second))
+		n, err := pr.Read(buf)
+		if err != nil {
+			t.Fatalf("tail -f stopped after %q: %v", got.String(), err)
+		}
+		got.Write(buf[:n])
+	}
+
+	child := strings.TrimSpace(string(mustRead(t, filepath.Join(dir, "child"))))
+	if _, stderr, code := shell(t, `echo 1 > "$JOBS/ticker/cancel"`, nil, "JOBS="+jobs); code != 0 {
+		t.Fatalf("echo 1 > cancel: %d %s", code, stderr)
+	}
+	pollStatus(t, jobs, "ticker", "CANCELLED", 5*time.Second)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		b, err := os.ReadFile("/proc/" + child + "/stat")
+		if err != nil || strings.Contains(string(b), ") Z ") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("child sleep %s survived the cancel", child)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if gpus := mustRead(t, filepath.Join(jobs, "..", "gpus")); string(gpus) != "0\tdeclared\t-\t-\n" {
+		t.Fatalf("gpus after cancel = %q", gpus)
+	}
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		b, err := os.ReadFile(path)
+		if err == nil && len(b) > 0 {
+			return b
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("read %s: %v", path, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
