@@ -34,4 +34,4 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$out/bench-local" run -bin "$out/zenithfs" -work "$work" -shm "$shm" -data bench/data -out bench/results "$@"
+BENCH_COMMAND="bench/run-local.sh${*:+ $*}" "$out/bench-local" run -bin "$out/zenithfs" -work "$work" -shm "$shm" -data bench/data -out bench/results "$@"

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -37,10 +38,29 @@ type Daemon struct {
 	Opts     MountOpts
 	PID      int
 	MountDur time.Duration // until `zenithfs mount` returned (ready)
+	Attempts int           // mount attempts it took (1 unless retried)
 }
 
-// Mount starts a daemon and waits until the mount is ready.
+// Mount starts a daemon and waits until the mount is ready. A failed
+// mount is retried twice (the machine is shared with other FUSE users, and
+// a mount has been seen to fail once at INIT with ENODEV); retries are
+// logged.
 func Mount(o MountOpts) (*Daemon, error) {
+	var err error
+	for attempt := 1; attempt <= 3; attempt++ {
+		var d *Daemon
+		if d, err = mountOnce(o); err == nil {
+			d.Attempts = attempt
+			return d, nil
+		}
+		log.Printf("mount attempt %d of %s failed: %v", attempt, o.Mount, err)
+		exec.Command(o.Bin, "umount", o.Mount).Run() // clear whatever is left; errors expected
+		time.Sleep(time.Duration(attempt) * 500 * time.Millisecond)
+	}
+	return nil, err
+}
+
+func mountOnce(o MountOpts) (*Daemon, error) {
 	if err := os.MkdirAll(o.Mount, 0o755); err != nil {
 		return nil, fmt.Errorf("mountpoint: %w", err)
 	}

@@ -21,6 +21,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"log"
@@ -159,7 +160,7 @@ func cmdRun(args []string) error {
 	fs.StringVar(&c.Shm, "shm", "/dev/shm", "tmpfs for the baseline copies")
 	fs.IntVar(&c.Batch, "batch-size", 16384, "rows per batch file (table)")
 	fs.IntVar(&c.BlobBatch, "blob-batch-size", 16, "rows per batch file (blobs)")
-	fs.IntVar(&c.Reps, "reps", 3, "interleaved repetitions of each arm (medians are reported)")
+	fs.IntVar(&c.Reps, "reps", 5, "interleaved repetitions of each arm (medians are reported)")
 	fs.StringVar(&c.CacheSize, "cache-size", "auto", "--cache-size of the mounts; auto: large enough to cache every batch file")
 	fs.IntVar(&c.Workers, "workers", 2, "--workers of the mounts")
 	fs.IntVar(&c.Prefetch, "prefetch", 8, "--prefetch of the mounts (P4 compares it with 0)")
@@ -199,7 +200,10 @@ func cmdRun(args []string) error {
 	if c.Reps < 1 {
 		return fmt.Errorf("-reps must be at least 1")
 	}
-	c.Command = "bench/local run " + strings.Join(args, " ")
+	c.Command = os.Getenv("BENCH_COMMAND") // set by bench/run-local.sh
+	if c.Command == "" {
+		c.Command = "bench/local run " + strings.Join(args, " ")
+	}
 	if c.Bin, err = filepath.Abs(c.Bin); err != nil {
 		return err
 	}
@@ -221,20 +225,24 @@ func cmdRun(args []string) error {
 		}
 	}
 	rep := &Report{Config: c, Started: time.Now(), Host: hostInfo()}
+	var runErr error
 	for _, k := range c.Kinds {
 		dr, err := benchDataset(&c, k)
 		if dr != nil {
 			rep.Datasets = append(rep.Datasets, dr)
 		}
 		if err != nil {
-			return fmt.Errorf("dataset %s: %w", k, err)
+			// Keep what was measured: the report says it is incomplete.
+			runErr = fmt.Errorf("dataset %s: %w", k, err)
+			rep.Error = runErr.Error()
+			break
 		}
 	}
 	rep.Elapsed = time.Since(rep.Started)
 	md, err := rep.Write(c.Out)
 	if err != nil {
-		return err
+		return errors.Join(runErr, err)
 	}
 	log.Printf("results: %s", md)
-	return nil
+	return runErr
 }

@@ -150,6 +150,11 @@ func (r *Report) waitPlot() (*plot.Plot, bool, error) {
 		p.Add(bars)
 		p.Legend.Add(fmt.Sprint(s.name), bars)
 	}
+	top := 10.0
+	for i := range on {
+		top = math.Max(top, math.Max(on[i], off[i]))
+	}
+	p.Y.Max = top * 1.15
 	line, err := plotter.NewLine(plotter.XYs{{X: -0.5, Y: 5}, {X: float64(len(names)) - 0.5, Y: 5}})
 	if err != nil {
 		return nil, false, err

@@ -19,6 +19,7 @@ type Report struct {
 	Started  time.Time        `json:"started"`
 	Elapsed  time.Duration    `json:"elapsed_ns"`
 	Datasets []*DatasetResult `json:"datasets"`
+	Error    string           `json:"error,omitempty"` // set when the run stopped early
 }
 
 // Write writes local-DATE.md, .json and .png into dir and returns the
@@ -49,7 +50,10 @@ func (r *Report) Markdown(png string) string {
 	var b strings.Builder
 	c := r.Config
 	fmt.Fprintf(&b, "# zenithfs local read-path benchmark, %s\n\n", c.Date)
-	fmt.Fprintf(&b, "Host: %s. Run took %s. Command: `bench/run-local.sh` (`%s`).\n\n", r.Host, r.Elapsed.Round(time.Second), c.Command)
+	fmt.Fprintf(&b, "Host: %s. Run took %s. Command: `%s`.\n\n", r.Host, r.Elapsed.Round(time.Second), c.Command)
+	if r.Error != "" {
+		fmt.Fprintf(&b, "**Incomplete run**: %s\n\n", r.Error)
+	}
 	fmt.Fprintf(&b, "Mount flags: `--workers %d --prefetch %d --io-uring auto` unless the arm says otherwise; "+
 		"%d interleaved repetitions per arm, medians shown (all values in the JSON next to this file). "+
 		"Ratios are median(arm) ÷ median(baseline), throughputs (higher is better); "+
