@@ -5,7 +5,7 @@
 # git-ignored; the data is reused while its parameters match), mounts it,
 # measures every arm, unmounts, writes the results.
 #
-#   bench/run-local.sh                       # the default run (~1 minute)
+#   bench/run-local.sh                       # the default run (~2 minutes)
 #   bench/run-local.sh -reps 5 -rows 4000000 # any flag of `bench/local run -h`
 #   bench/run-local.sh -profile bench/out/profiles   # plus daemon CPU profiles
 #
