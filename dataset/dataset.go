@@ -181,9 +181,20 @@ func (d *Dataset) Err() error {
 // most once per CheckInterval, and re-indexes when it finds one. It
 // returns the snapshot current afterwards.
 func (d *Dataset) Check(ctx context.Context) (*Snapshot, error) {
+	return d.check(ctx, false)
+}
+
+// Recheck is Check without the rate limit, for a caller that has just
+// seen ErrChanged: until the sources are listed again, every open of the
+// changed file would fail the same way.
+func (d *Dataset) Recheck(ctx context.Context) (*Snapshot, error) {
+	return d.check(ctx, true)
+}
+
+func (d *Dataset) check(ctx context.Context, force bool) (*Snapshot, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if time.Since(d.lastCheck) < d.opts.CheckInterval {
+	if !force && time.Since(d.lastCheck) < d.opts.CheckInterval {
 		return d.Current()
 	}
 	cur := d.cur.Load()
@@ -362,7 +373,7 @@ func (s *Snapshot) segment(ctx context.Context, f *SourceFile, i int) (arrow.Rec
 		obj := &object{ctx: ctx, store: s.ds.loc.Store, key: f.Info.Key, size: f.Info.Size, etag: f.Info.ETag}
 		rec, err := f.reader.ReadSegment(ctx, obj, i)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", f.Info.Key, err)
+			return nil, fmt.Errorf("%s: %w", f.Info.Key, obj.explain(err))
 		}
 		return rec, nil
 	})

@@ -110,7 +110,7 @@ func (d *Dataset) indexFile(ctx context.Context, info source.Info) (*SourceFile,
 		var err error
 		fi, err = format.Index(ctx, info.Key, obj, d.opts.Format)
 		if err != nil {
-			return nil, err
+			return nil, obj.explain(err)
 		}
 		d.saveFileIndex(key, fi)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
 
 	"github.com/zenithfs/zenithfs/format"
 	"github.com/zenithfs/zenithfs/source"
@@ -18,6 +19,10 @@ type object struct {
 	key   string
 	size  int64
 	etag  string // when set, reads require this ETag (S3 If-Match)
+	// changedErr is the first read error that said the object changed.
+	// Decoders may flatten the errors of their reads (the Parquet footer's
+	// ErrCorrupt keeps only the text), so explain re-attaches it.
+	changedErr atomic.Pointer[error]
 }
 
 func (o *object) readCtx() context.Context {
@@ -35,13 +40,34 @@ func changed(err error) error {
 	return err
 }
 
+// note maps err through changed and remembers a change.
+func (o *object) note(err error) error {
+	err = changed(err)
+	if errors.Is(err, ErrChanged) {
+		o.changedErr.CompareAndSwap(nil, &err)
+	}
+	return err
+}
+
+// explain returns err, wrapping ErrChanged when one of o's reads saw the
+// object change but err (from a decoder) no longer says so.
+func (o *object) explain(err error) error {
+	if err == nil || errors.Is(err, ErrChanged) {
+		return err
+	}
+	if p := o.changedErr.Load(); p != nil {
+		return fmt.Errorf("%w (then: %v)", *p, err)
+	}
+	return err
+}
+
 var _ format.Object = (*object)(nil)
 
 func (o *object) Size() int64 { return o.size }
 
 func (o *object) ReadAt(p []byte, off int64) (int, error) {
 	n, err := o.store.ReadAt(o.readCtx(), o.key, p, off)
-	return n, changed(err)
+	return n, o.note(err)
 }
 
 // ReadRanges reads every range in one call to the store (one io_uring batch
@@ -51,7 +77,7 @@ func (o *object) ReadRanges(offs []int64, bufs [][]byte) error {
 	for i := range offs {
 		ranges[i] = source.Range{Off: offs[i], Buf: bufs[i]}
 	}
-	err := changed(source.ReadRanges(o.readCtx(), o.store, o.key, ranges))
+	err := o.note(source.ReadRanges(o.readCtx(), o.store, o.key, ranges))
 	for _, r := range ranges {
 		if r.N < len(r.Buf) {
 			if err == nil || errors.Is(err, io.EOF) {
