@@ -107,8 +107,20 @@ func (d *datasetDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut
 	out.SetAttrTimeout(d.timeout)
 	switch name {
 	case manifestName:
-		b := s.ManifestJSON()
-		return d.bytesChild(ctx, b, out, d.ds.Name, s.ID, manifestName), 0
+		// Generated at each open from the snapshot current then, so that it
+		// is never older than the batch files beside it: a dentry the
+		// kernel holds for an hour must not pin an old generation's text.
+		m := newGenFile(d.sh, func(ctx context.Context) ([]byte, error) {
+			s, err := d.snapshot(ctx)
+			if err != nil {
+				return nil, err
+			}
+			return s.ManifestJSON(), nil
+		})
+		out.Attr.Mode = syscall.S_IFREG | 0o444
+		out.Attr.Size = uint64(len(s.ManifestJSON()))
+		out.SetAttrTimeout(0)
+		return d.NewInode(ctx, m, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: inode(d.ds.Name, manifestName)}), 0
 	case schemaName:
 		return d.bytesChild(ctx, s.SchemaFile(), out, d.ds.Name, s.ID, schemaName), 0
 	case viewsName:
@@ -247,7 +259,7 @@ func (f *batchFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 		}
 		return nil, 0, toErrno(err)
 	}
-	return &bytesHandle{data: b}, fuse.FOPEN_KEEP_CACHE, 0
+	return &bytesHandle{data: b}, fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_NOFLUSH, 0
 }
 
 // Read implements fs.NodeReader.
@@ -297,7 +309,7 @@ func (f *bytesFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 	if flags&syscall.O_ACCMODE != syscall.O_RDONLY || flags&syscall.O_TRUNC != 0 {
 		return nil, 0, syscall.EROFS
 	}
-	return &bytesHandle{data: f.data}, fuse.FOPEN_KEEP_CACHE, 0
+	return &bytesHandle{data: f.data}, fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_NOFLUSH, 0
 }
 
 // Read implements fs.NodeReader.

@@ -1,0 +1,128 @@
+package format
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+)
+
+// memObject is an in-memory Object.
+type memObject struct{ b []byte }
+
+func (m *memObject) Size() int64 { return int64(len(m.b)) }
+func (m *memObject) ReadAt(p []byte, off int64) (int, error) {
+	return bytes.NewReader(m.b).ReadAt(p, off)
+}
+func (m *memObject) ReadRanges(offs []int64, bufs [][]byte) error {
+	for i := range offs {
+		if _, err := m.ReadAt(bufs[i], offs[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func TestDetect(t *testing.T) {
+	cases := []struct {
+		name string
+		head string
+		want Kind
+		err  error
+	}{
+		{"a.parquet", "PAR1xxxx", Parquet, nil},
+		{"a.bin", "PAR1xxxx", Parquet, nil},
+		{"a.arrow", "ARROW1\x00\x00", IPCFile, nil},
+		{"a.arrow", "\xff\xff\xff\xff\x10\x00\x00\x00", IPCStream, nil},
+		{"a.arrows", "\xff\xff\xff\xff\x10\x00\x00\x00", IPCStream, nil},
+		{"a.csv", "id,x\n1,2", CSV, nil},
+		{"a.ndjson", "{}", JSONL, nil},
+		{"a.parquet", "not parq", "", ErrCorrupt},
+		{"a.txt", "hello", "", ErrUnsupported},
+	}
+	for _, c := range cases {
+		got, err := Detect(c.name, []byte(c.head))
+		if got != c.want || !errors.Is(err, c.err) {
+			t.Errorf("Detect(%s, %q) = %s, %v; want %s, %v", c.name, c.head, got, err, c.want, c.err)
+		}
+	}
+}
+
+func TestCSVInference(t *testing.T) {
+	csv := "i,f,b,s,empty,mixed\n1,1.5,true,x,,1\n-2,2,false,\"y, with comma\",,a\n,3e2,,z,,2\n"
+	f, err := Index(context.Background(), "t.csv", &memObject{[]byte(csv)}, Options{SegmentRows: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := f.Schema()
+	want := []arrow.DataType{arrow.PrimitiveTypes.Int64, arrow.PrimitiveTypes.Float64, arrow.FixedWidthTypes.Boolean,
+		arrow.BinaryTypes.String, arrow.BinaryTypes.String, arrow.BinaryTypes.String}
+	for i, w := range want {
+		if !arrow.TypeEqual(s.Field(i).Type, w) {
+			t.Errorf("column %s: %s, want %s", s.Field(i).Name, s.Field(i).Type, w)
+		}
+	}
+	if f.Rows != 3 || len(f.Segments) != 2 {
+		t.Fatalf("rows %d segments %d", f.Rows, len(f.Segments))
+	}
+	r := NewReader(f)
+	rec, err := r.ReadSegment(context.Background(), &memObject{[]byte(csv)}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.NumRows() != 1 || !rec.Column(0).IsNull(0) || rec.Column(1).(*array.Float64).Value(0) != 300 {
+		t.Fatalf("segment 1: %v", rec)
+	}
+}
+
+func TestJSONLInferenceAndConflicts(t *testing.T) {
+	good := `{"a":1,"b":{"c":"x","d":[1,2]},"e":null}
+{"a":2.5,"b":{"c":null,"d":[]},"f":true}
+
+{"b":{"d":[3]},"a":3}
+`
+	f, err := Index(context.Background(), "t.jsonl", &memObject{[]byte(good)}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := f.Schema()
+	if got := s.String(); !strings.Contains(got, "a: type=float64") || !strings.Contains(got, "d: list<item: int64") || !strings.Contains(got, "f: type=bool") {
+		t.Fatalf("schema:\n%s", got)
+	}
+	if names := []string{s.Field(0).Name, s.Field(1).Name, s.Field(2).Name, s.Field(3).Name}; strings.Join(names, ",") != "a,b,e,f" {
+		t.Fatalf("field order %v, want first-seen a,b,e,f", names)
+	}
+	rec, err := NewReader(f).ReadSegment(context.Background(), &memObject{[]byte(good)}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.NumRows() != 3 || !rec.Column(3).IsNull(0) || rec.Column(0).(*array.Float64).Value(2) != 3 {
+		t.Fatalf("decoded %v", rec)
+	}
+	bad := "{\"a\":1}\n{\"a\":\"x\"}\n"
+	_, err = Index(context.Background(), "t.jsonl", &memObject{[]byte(bad)}, Options{})
+	if err == nil || !strings.Contains(err.Error(), "$.a") || !strings.Contains(err.Error(), "line 2") {
+		t.Fatalf("conflicting kinds: %v", err)
+	}
+	if _, err := Index(context.Background(), "t.jsonl", &memObject{[]byte("{\"a\":1}\n{oops\n")}, Options{}); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("broken line: %v", err)
+	}
+}
+
+func TestCorruptInputsAreErrorsNotPanics(t *testing.T) {
+	inputs := map[string]string{
+		"x.parquet": "PAR1" + strings.Repeat("\x00", 40) + "PAR1",
+		"x.arrow":   "ARROW1\x00\x00garbage",
+		"x.arrows":  "\xff\xff\xff\xff\xff\xff\x00\x00junk",
+		"x.csv":     "a,b\n1,\"unterminated\n",
+	}
+	for name, body := range inputs {
+		if _, err := Index(context.Background(), name, &memObject{[]byte(body)}, Options{}); err == nil {
+			t.Errorf("%s: corrupt input indexed without error", name)
+		}
+	}
+}
