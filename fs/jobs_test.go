@@ -37,7 +37,7 @@ func (r *jobsRoot) OnAdd(ctx context.Context) {
 
 // testSchedConfig is a scheduler config with n declared GPUs and a fast
 // heartbeat.
-func testSchedConfig(t *testing.T, stateDir string, n int) scheduler.Config {
+func testSchedConfig(t testing.TB, stateDir string, n int) scheduler.Config {
 	t.Helper()
 	gpus, err := scheduler.DiscoverGPUs(context.Background(), fmt.Sprint(n), nil)
 	if err != nil {
@@ -63,7 +63,7 @@ func serveJobs(mnt string, s *scheduler.Scheduler) (*fuse.Server, error) {
 // mountJobs starts a scheduler and mounts its tree; it returns the jobs
 // directory. The mountpoint is reachable by other users (for the uid 65534
 // writer).
-func mountJobs(t *testing.T, cfg scheduler.Config) (string, *scheduler.Scheduler) {
+func mountJobs(t testing.TB, cfg scheduler.Config) (string, *scheduler.Scheduler) {
 	t.Helper()
 	s, err := scheduler.New(cfg)
 	if err != nil {
@@ -94,7 +94,7 @@ func mountJobs(t *testing.T, cfg scheduler.Config) (string, *scheduler.Scheduler
 
 // shell runs script with sh -c and env; it returns stdout, stderr and the
 // exit status.
-func shell(t *testing.T, script string, cred *syscall.Credential, env ...string) (string, string, int) {
+func shell(t testing.TB, script string, cred *syscall.Credential, env ...string) (string, string, int) {
 	t.Helper()
 	cmd := exec.Command("/bin/sh", "-c", script)
 	cmd.Env = append(os.Environ(), env...)
@@ -115,13 +115,13 @@ func shell(t *testing.T, script string, cred *syscall.Credential, env ...string)
 }
 
 // echoSubmit runs `echo "$SPEC" > jobs/submit` in a shell.
-func echoSubmit(t *testing.T, jobs, spec string, cred *syscall.Credential) (string, int) {
+func echoSubmit(t testing.TB, jobs, spec string, cred *syscall.Credential) (string, int) {
 	t.Helper()
 	_, stderr, code := shell(t, `echo "$SPEC" > "$JOBS/submit"`, cred, "SPEC="+spec, "JOBS="+jobs)
 	return stderr, code
 }
 
-func mustEchoSubmit(t *testing.T, jobs, spec string) {
+func mustEchoSubmit(t testing.TB, jobs, spec string) {
 	t.Helper()
 	if stderr, code := echoSubmit(t, jobs, spec, nil); code != 0 {
 		t.Fatalf("echo %s > submit: exit %d: %s", spec, code, stderr)
@@ -129,7 +129,7 @@ func mustEchoSubmit(t *testing.T, jobs, spec string) {
 }
 
 // catStatus reads jobs/<name>/status through the mount.
-func catStatus(t *testing.T, jobs, name string) string {
+func catStatus(t testing.TB, jobs, name string) string {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(jobs, name, "status"))
 	if err != nil {
@@ -140,7 +140,7 @@ func catStatus(t *testing.T, jobs, name string) string {
 
 // pollStatus polls `cat status` until it reads want; it returns the states
 // seen on the way.
-func pollStatus(t *testing.T, jobs, name, want string, timeout time.Duration) []string {
+func pollStatus(t testing.TB, jobs, name, want string, timeout time.Duration) []string {
 	t.Helper()
 	var seen []string
 	deadline := time.Now().Add(timeout)
@@ -161,7 +161,7 @@ func pollStatus(t *testing.T, jobs, name, want string, timeout time.Duration) []
 	}
 }
 
-func readStatusJSON(t *testing.T, jobs, name string) map[string]any {
+func readStatusJSON(t testing.TB, jobs, name string) map[string]any {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(jobs, name, "status.json"))
 	if err != nil {
@@ -392,7 +392,7 @@ func TestTailFollowsLogAndCancelKillsTree(t *testing.T) {
 	}
 }
 
-func mustRead(t *testing.T, path string) []byte {
+func mustRead(t testing.TB, path string) []byte {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {

@@ -2,4 +2,77 @@
 // spec parsing and validation, a priority queue with backfill, exclusive GPU
 // allocation, runners (local processes; Slurm), and a persistent job store.
 // It knows nothing of FUSE or datasets.
+//
+// # Specs
+//
+// ParseSpec reads a JSON object (unknown fields rejected) or, when the text
+// does not start with '{', a YAML mapping with the same fields. A Validator
+// checks names ([A-Za-z0-9._-]{1,64}, not "submit"/"errors"/"."/".."),
+// the argv command (no shell unless "shell": true, in which case command is
+// one command-line string for /bin/sh -c; metacharacters in an argv reach
+// the program literally), workdir (absolute, existing directory), env keys,
+// the GPU count against the GPUs that exist, time limits and memory sizes,
+// NUL bytes, and a configurable list of forbidden regular expressions
+// (DefaultForbidden: rm -rf /, mkfs, fork bombs, dd onto a disk, a workdir
+// in /proc, /sys or /dev). Every rejection wraps ErrInvalidSpec with the
+// reason; a taken name is ErrExists. Scheduler.Errors keeps the latest
+// reasons for .zenith/jobs/errors.
+//
+// # Queue and GPUs
+//
+// Pending jobs are ordered by priority (higher first), then submit order.
+// With a runner that does not place jobs itself (the local runner), the
+// scheduler allocates GPUs exclusively, lowest free indices first, and the
+// job sees CUDA_VISIBLE_DEVICES with exactly those indices (empty for none),
+// ZENITH_JOB_NAME and ZENITH_MOUNT. Backfill is conservative (EASY): the
+// first job that does not fit gets a reservation at the earliest time the
+// running jobs' time limits guarantee enough GPUs; a later job starts ahead
+// of it only if it fits now and either its own time limit ends it before
+// that time or it uses only GPUs the reserved job will not need. A job
+// without a time limit therefore never jumps a waiting bigger job unless
+// spare GPUs allow it. CPUs and memory are recorded and passed to Slurm;
+// the local runner does not enforce them. A runner that allocates GPUs
+// itself (Slurm) gets every pending job at once and reports the GPUs.
+//
+// # Running, stopping, retrying
+//
+// The local runner starts each attempt in its own process group under a
+// small /bin/sh wrapper that records the exit status in a file, and pipes
+// stdout and stderr into a separate copier process that appends to
+// StateDir/logs/<name>.log. The copier keeps reading past the cap (LogCap,
+// all attempts together) and drops the excess with a note in the log, so a
+// chatty job never blocks; being its own process, it keeps logging while the
+// daemon is down. A RunRef holds pid, process start time (/proc/<pid>/stat
+// field 22) and the exit-status file, so a restarted daemon tells its own
+// process from a reused pid. Cancel and time limits send SIGTERM to the
+// process group and SIGKILL after Grace; the job ends CANCELLED or TIMEOUT
+// whatever its exit status. A FAILED attempt runs again while retries
+// remain (Attempts counts them); CANCELLED, TIMEOUT and LOST are final.
+//
+// # Persistence, restart and shutdown
+//
+// Every job (spec, state, exit code, reason, times, attempts, GPUs, RunRef)
+// is in StateDir/jobs.db (bbolt), written before Submit returns and at
+// every state change. New resumes: a job that was RUNNING is polled — alive
+// (same pid and start time), it is adopted and watched, and its exit status
+// is read from the wrapper's file when it ends; gone without a recorded
+// status, it is LOST with the reason (the zombie detection). PENDING jobs
+// queue again. A heartbeat (PollInterval) polls every running attempt, so a
+// process that vanishes later is marked LOST too, never RUNNING forever.
+//
+// Close (unmount) stops running jobs — SIGTERM, SIGKILL after Grace — and
+// records them CANCELLED with reason "daemon shutdown"; pending jobs stay
+// PENDING for the next start. With Config.LeaveRunning (e.g. for Slurm jobs,
+// which belong to the cluster) Close leaves them running for the next
+// daemon to adopt. A daemon that dies without Close (kill -9, crash) leaves
+// its jobs running; the next one adopts them as above.
+//
+// # Locking
+//
+// Scheduler.mu guards the job table, GPU holders and the rejection list;
+// store writes happen under it so the database sees changes in order. It is
+// never held across a Runner call (Start, Poll and Cancel may exec sbatch or
+// squeue). One goroutine (loop) dispatches and polls, so two dispatches
+// never race for the same GPUs; a job being started is marked so that a
+// concurrent Cancel defers to the dispatcher.
 package scheduler

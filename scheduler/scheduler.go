@@ -262,6 +262,11 @@ func (s *Scheduler) Submit(data []byte) (JobInfo, error) {
 		Seq: s.seq + 1, Spec: sp, State: Pending, SubmitTime: time.Now().UTC(),
 		LogPath: filepath.Join(s.cfg.StateDir, "logs", sp.Name+".log"), timeLimit: limit,
 	}
+	// The name is new to the store: a log left by a job of that name in a
+	// store that was since deleted is not this job's.
+	if err := os.Remove(r.LogPath); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return JobInfo{}, fmt.Errorf("submit %s: %w", sp.Name, err)
+	}
 	if err := s.st.put(r); err != nil {
 		return JobInfo{}, fmt.Errorf("submit %s: %w", sp.Name, err)
 	}
