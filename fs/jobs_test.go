@@ -21,14 +21,14 @@ import (
 	"github.com/zenithfs/zenithfs/scheduler"
 )
 
-// jobsRoot is a minimal mount root holding .zenith/jobs and .zenith/gpus.
-type jobsRoot struct {
+// jobsTestRoot is a minimal mount root holding .zenith/jobs and .zenith/gpus.
+type jobsTestRoot struct {
 	gofs.Inode
 	sh *shared
 	s  *scheduler.Scheduler
 }
 
-func (r *jobsRoot) OnAdd(ctx context.Context) {
+func (r *jobsTestRoot) OnAdd(ctx context.Context) {
 	z := r.NewPersistentInode(ctx, &gofs.Inode{}, gofs.StableAttr{Mode: syscall.S_IFDIR})
 	r.AddChild(".zenith", z, false)
 	z.AddChild("jobs", z.NewPersistentInode(ctx, newJobsDir(r.sh, r.s), gofs.StableAttr{Mode: syscall.S_IFDIR}), false)
@@ -37,7 +37,7 @@ func (r *jobsRoot) OnAdd(ctx context.Context) {
 
 // testSchedConfig is a scheduler config with n declared GPUs and a fast
 // heartbeat.
-func testSchedConfig(t testing.TB, stateDir string, n int) scheduler.Config {
+func jobsSchedConfig(t testing.TB, stateDir string, n int) scheduler.Config {
 	t.Helper()
 	gpus, err := scheduler.DiscoverGPUs(context.Background(), fmt.Sprint(n), nil)
 	if err != nil {
@@ -51,10 +51,10 @@ func testSchedConfig(t testing.TB, stateDir string, n int) scheduler.Config {
 
 // serveJobs mounts a jobs tree over s at mnt with the production timeouts
 // (an hour for entries and attributes unless a node says otherwise).
-func serveJobs(mnt string, s *scheduler.Scheduler) (*fuse.Server, error) {
+func jobsServe(mnt string, s *scheduler.Scheduler) (*fuse.Server, error) {
 	hour, neg := time.Hour, time.Duration(0)
 	sh := &shared{log: slog.New(slog.DiscardHandler), owner: 0, errs: newErrorRing(100)}
-	return gofs.Mount(mnt, &jobsRoot{sh: sh, s: s}, &gofs.Options{
+	return gofs.Mount(mnt, &jobsTestRoot{sh: sh, s: s}, &gofs.Options{
 		EntryTimeout: &hour, AttrTimeout: &hour, NegativeTimeout: &neg,
 		MountOptions: fuse.MountOptions{DirectMount: true, AllowOther: true, FsName: "zenithfs-jobs-test"},
 	})
@@ -63,7 +63,7 @@ func serveJobs(mnt string, s *scheduler.Scheduler) (*fuse.Server, error) {
 // mountJobs starts a scheduler and mounts its tree; it returns the jobs
 // directory. The mountpoint is reachable by other users (for the uid 65534
 // writer).
-func mountJobs(t testing.TB, cfg scheduler.Config) (string, *scheduler.Scheduler) {
+func jobsMount(t testing.TB, cfg scheduler.Config) (string, *scheduler.Scheduler) {
 	t.Helper()
 	s, err := scheduler.New(cfg)
 	if err != nil {
@@ -80,7 +80,7 @@ func mountJobs(t testing.TB, cfg scheduler.Config) (string, *scheduler.Scheduler
 			t.Fatal(err)
 		}
 	}
-	srv, err := serveJobs(mnt, s)
+	srv, err := jobsServe(mnt, s)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +94,7 @@ func mountJobs(t testing.TB, cfg scheduler.Config) (string, *scheduler.Scheduler
 
 // shell runs script with sh -c and env; it returns stdout, stderr and the
 // exit status.
-func shell(t testing.TB, script string, cred *syscall.Credential, env ...string) (string, string, int) {
+func jobsShell(t testing.TB, script string, cred *syscall.Credential, env ...string) (string, string, int) {
 	t.Helper()
 	cmd := exec.Command("/bin/sh", "-c", script)
 	cmd.Env = append(os.Environ(), env...)
@@ -115,21 +115,21 @@ func shell(t testing.TB, script string, cred *syscall.Credential, env ...string)
 }
 
 // echoSubmit runs `echo "$SPEC" > jobs/submit` in a shell.
-func echoSubmit(t testing.TB, jobs, spec string, cred *syscall.Credential) (string, int) {
+func jobsEcho(t testing.TB, jobs, spec string, cred *syscall.Credential) (string, int) {
 	t.Helper()
-	_, stderr, code := shell(t, `echo "$SPEC" > "$JOBS/submit"`, cred, "SPEC="+spec, "JOBS="+jobs)
+	_, stderr, code := jobsShell(t, `echo "$SPEC" > "$JOBS/submit"`, cred, "SPEC="+spec, "JOBS="+jobs)
 	return stderr, code
 }
 
-func mustEchoSubmit(t testing.TB, jobs, spec string) {
+func jobsMustEcho(t testing.TB, jobs, spec string) {
 	t.Helper()
-	if stderr, code := echoSubmit(t, jobs, spec, nil); code != 0 {
+	if stderr, code := jobsEcho(t, jobs, spec, nil); code != 0 {
 		t.Fatalf("echo %s > submit: exit %d: %s", spec, code, stderr)
 	}
 }
 
 // catStatus reads jobs/<name>/status through the mount.
-func catStatus(t testing.TB, jobs, name string) string {
+func jobsCat(t testing.TB, jobs, name string) string {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(jobs, name, "status"))
 	if err != nil {
@@ -140,12 +140,12 @@ func catStatus(t testing.TB, jobs, name string) string {
 
 // pollStatus polls `cat status` until it reads want; it returns the states
 // seen on the way.
-func pollStatus(t testing.TB, jobs, name, want string, timeout time.Duration) []string {
+func jobsPoll(t testing.TB, jobs, name, want string, timeout time.Duration) []string {
 	t.Helper()
 	var seen []string
 	deadline := time.Now().Add(timeout)
 	for {
-		st := strings.TrimSuffix(catStatus(t, jobs, name), "\n")
+		st := strings.TrimSuffix(jobsCat(t, jobs, name), "\n")
 		if len(seen) == 0 || seen[len(seen)-1] != st {
 			seen = append(seen, st)
 		}
@@ -161,7 +161,7 @@ func pollStatus(t testing.TB, jobs, name, want string, timeout time.Duration) []
 	}
 }
 
-func readStatusJSON(t testing.TB, jobs, name string) map[string]any {
+func jobsStatusJSON(t testing.TB, jobs, name string) map[string]any {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(jobs, name, "status.json"))
 	if err != nil {
@@ -174,7 +174,7 @@ func readStatusJSON(t testing.TB, jobs, name string) map[string]any {
 	return m
 }
 
-func lsNames(t *testing.T, dir string) []string {
+func jobsLs(t *testing.T, dir string) []string {
 	t.Helper()
 	ents, err := os.ReadDir(dir)
 	if err != nil {
@@ -188,17 +188,17 @@ func lsNames(t *testing.T, dir string) []string {
 }
 
 func TestJobLifecycleThroughMount(t *testing.T) {
-	jobs, _ := mountJobs(t, testSchedConfig(t, t.TempDir(), 2))
+	jobs, _ := jobsMount(t, jobsSchedConfig(t, t.TempDir(), 2))
 	gate := filepath.Join(t.TempDir(), "gate")
-	mustEchoSubmit(t, jobs, fmt.Sprintf(`{"name":"hello","command":["sh","-c","echo out-line; echo err-line >&2; while [ ! -e %s ]; do sleep 0.01; done; echo $CUDA_VISIBLE_DEVICES; exit 3"],"gpus":2}`, gate))
-	if st := catStatus(t, jobs, "hello"); st != "PENDING\n" && st != "RUNNING\n" {
+	jobsMustEcho(t, jobs, fmt.Sprintf(`{"name":"hello","command":["sh","-c","echo out-line; echo err-line >&2; while [ ! -e %s ]; do sleep 0.01; done; echo $CUDA_VISIBLE_DEVICES; exit 3"],"gpus":2}`, gate))
+	if st := jobsCat(t, jobs, "hello"); st != "PENDING\n" && st != "RUNNING\n" {
 		t.Fatalf("status right after submit = %q", st)
 	}
-	pollStatus(t, jobs, "hello", "RUNNING", 5*time.Second)
-	if got, want := lsNames(t, jobs), []string{"errors", "hello", "submit"}; !equalStrings(got, want) {
+	jobsPoll(t, jobs, "hello", "RUNNING", 5*time.Second)
+	if got, want := jobsLs(t, jobs), []string{"errors", "hello", "submit"}; !jobsEqual(got, want) {
 		t.Fatalf("ls jobs = %v, want %v", got, want)
 	}
-	if got, want := lsNames(t, filepath.Join(jobs, "hello")), jobFileNames; !equalStrings(got, want) {
+	if got, want := jobsLs(t, filepath.Join(jobs, "hello")), jobFileNames; !jobsEqual(got, want) {
 		t.Fatalf("ls jobs/hello = %v, want %v", got, want)
 	}
 	gpus, err := os.ReadFile(filepath.Join(jobs, "..", "gpus"))
@@ -208,8 +208,8 @@ func TestJobLifecycleThroughMount(t *testing.T) {
 	if err := os.WriteFile(gate, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	pollStatus(t, jobs, "hello", "FAILED", 5*time.Second)
-	st := readStatusJSON(t, jobs, "hello")
+	jobsPoll(t, jobs, "hello", "FAILED", 5*time.Second)
+	st := jobsStatusJSON(t, jobs, "hello")
 	if st["state"] != "FAILED" || st["exit_code"] != 3.0 || st["attempts"] != 1.0 || st["name"] != "hello" ||
 		st["start_time"] == nil || st["end_time"] == nil || st["pid"] == nil {
 		t.Fatalf("status.json = %v", st)
@@ -233,19 +233,19 @@ func TestJobLifecycleThroughMount(t *testing.T) {
 	// A YAML spec, written by cat from a file.
 	yml := filepath.Join(t.TempDir(), "job.yaml")
 	os.WriteFile(yml, []byte("name: from-yaml\ncommand: [sh, -c, 'echo yaml ran']\n"), 0o644)
-	if _, stderr, code := shell(t, `cat "$Y" > "$JOBS/submit"`, nil, "Y="+yml, "JOBS="+jobs); code != 0 {
+	if _, stderr, code := jobsShell(t, `cat "$Y" > "$JOBS/submit"`, nil, "Y="+yml, "JOBS="+jobs); code != 0 {
 		t.Fatalf("cat yaml > submit: %d %s", code, stderr)
 	}
-	pollStatus(t, jobs, "from-yaml", "COMPLETED", 5*time.Second)
+	jobsPoll(t, jobs, "from-yaml", "COMPLETED", 5*time.Second)
 }
 
-func equalStrings(a, b []string) bool {
+func jobsEqual(a, b []string) bool {
 	return strings.Join(a, "\x00") == strings.Join(b, "\x00")
 }
 
 func TestBadSpecsThroughMount(t *testing.T) {
-	jobs, _ := mountJobs(t, testSchedConfig(t, t.TempDir(), 2))
-	mustEchoSubmit(t, jobs, `{"name":"taken","command":["true"]}`)
+	jobs, _ := jobsMount(t, jobsSchedConfig(t, t.TempDir(), 2))
+	jobsMustEcho(t, jobs, `{"name":"taken","command":["true"]}`)
 	tests := []struct {
 		name   string
 		spec   string
@@ -265,14 +265,14 @@ func TestBadSpecsThroughMount(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			before := lsNames(t, jobs)
+			before := jobsLs(t, jobs)
 			// The shell's echo fails (dash reports any write error as "I/O
 			// error"; the exit status is what scripts see) ...
-			if stderr, code := echoSubmit(t, jobs, tc.spec, nil); code == 0 {
+			if stderr, code := jobsEcho(t, jobs, tc.spec, nil); code == 0 {
 				t.Fatalf("echo %s > submit succeeded: %s", tc.spec, stderr)
 			}
 			// ... and the write(2) itself fails with the errno.
-			if err := writeFile(filepath.Join(jobs, "submit"), tc.spec+"\n"); !errors.Is(err, tc.errno) {
+			if err := jobsWrite(filepath.Join(jobs, "submit"), tc.spec+"\n"); !errors.Is(err, tc.errno) {
 				t.Fatalf("write(2) of %s: %v, want %v", tc.spec, err, tc.errno)
 			}
 			errs, err := os.ReadFile(filepath.Join(jobs, "errors"))
@@ -283,22 +283,22 @@ func TestBadSpecsThroughMount(t *testing.T) {
 			if !strings.Contains(lines[len(lines)-1], tc.reason) {
 				t.Fatalf("jobs/errors last line %q does not name %q", lines[len(lines)-1], tc.reason)
 			}
-			if after := lsNames(t, jobs); !equalStrings(before, after) {
+			if after := jobsLs(t, jobs); !jobsEqual(before, after) {
 				t.Fatalf("something was queued: %v → %v", before, after)
 			}
 		})
 	}
 
 	// Shell metacharacters in a non-shell command reach the program literally.
-	mustEchoSubmit(t, jobs, `{"name":"literal","command":["echo","a;b","$(id)","|","*"]}`)
-	pollStatus(t, jobs, "literal", "COMPLETED", 5*time.Second)
+	jobsMustEcho(t, jobs, `{"name":"literal","command":["echo","a;b","$(id)","|","*"]}`)
+	jobsPoll(t, jobs, "literal", "COMPLETED", 5*time.Second)
 	if log, _ := os.ReadFile(filepath.Join(jobs, "literal", "log")); string(log) != "a;b $(id) | *\n" {
 		t.Fatalf("log = %q", log)
 	}
 }
 
 // writeFile does what `echo` does: open with O_TRUNC, one write, close.
-func writeFile(path, data string) error {
+func jobsWrite(path, data string) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
 	if err != nil {
 		return err
@@ -310,14 +310,14 @@ func writeFile(path, data string) error {
 	return err
 }
 
-// nobody is the credential of uid/gid 65534.
-var nobody = &syscall.Credential{Uid: 65534, Gid: 65534}
+// jobsNobody is the credential of uid/gid 65534.
+var jobsNobody = &syscall.Credential{Uid: 65534, Gid: 65534}
 
 func TestNonOwnerGetsEACCES(t *testing.T) {
-	jobs, s := mountJobs(t, testSchedConfig(t, t.TempDir(), 0))
-	stderr, code := echoSubmit(t, jobs, `{"name":"intruder","command":["true"]}`, nobody)
+	jobs, s := jobsMount(t, jobsSchedConfig(t, t.TempDir(), 0))
+	stderr, code := jobsEcho(t, jobs, `{"name":"intruder","command":["true"]}`, jobsNobody)
 	if code == 0 || !strings.Contains(stderr, "Permission denied") {
-		t.Fatalf("submit as nobody: exit %d, %q; want EACCES", code, stderr)
+		t.Fatalf("submit as jobsNobody: exit %d, %q; want EACCES", code, stderr)
 	}
 	if _, ok := s.Job("intruder"); ok {
 		t.Fatal("a refused submission was queued")
@@ -328,26 +328,26 @@ func TestNonOwnerGetsEACCES(t *testing.T) {
 	}
 
 	gate := filepath.Join(t.TempDir(), "gate")
-	mustEchoSubmit(t, jobs, fmt.Sprintf(`{"name":"mine","command":["sh","-c","while [ ! -e %s ]; do sleep 0.01; done"]}`, gate))
-	pollStatus(t, jobs, "mine", "RUNNING", 5*time.Second)
-	_, stderr, code = shell(t, `echo 1 > "$JOBS/mine/cancel"`, nobody, "JOBS="+jobs)
+	jobsMustEcho(t, jobs, fmt.Sprintf(`{"name":"mine","command":["sh","-c","while [ ! -e %s ]; do sleep 0.01; done"]}`, gate))
+	jobsPoll(t, jobs, "mine", "RUNNING", 5*time.Second)
+	_, stderr, code = jobsShell(t, `echo 1 > "$JOBS/mine/cancel"`, jobsNobody, "JOBS="+jobs)
 	if code == 0 || !strings.Contains(stderr, "Permission denied") {
-		t.Fatalf("cancel as nobody: exit %d, %q; want EACCES", code, stderr)
+		t.Fatalf("cancel as jobsNobody: exit %d, %q; want EACCES", code, stderr)
 	}
 	// Reading is open to everyone who can reach the mount.
-	out, stderr, code := shell(t, `cat "$JOBS/mine/status"`, nobody, "JOBS="+jobs)
+	out, stderr, code := jobsShell(t, `cat "$JOBS/mine/status"`, jobsNobody, "JOBS="+jobs)
 	if code != 0 || out != "RUNNING\n" {
-		t.Fatalf("cat status as nobody: %q %q %d", out, stderr, code)
+		t.Fatalf("cat status as jobsNobody: %q %q %d", out, stderr, code)
 	}
 	os.WriteFile(gate, nil, 0o644)
-	pollStatus(t, jobs, "mine", "COMPLETED", 5*time.Second)
+	jobsPoll(t, jobs, "mine", "COMPLETED", 5*time.Second)
 }
 
 func TestTailFollowsLogAndCancelKillsTree(t *testing.T) {
-	jobs, _ := mountJobs(t, testSchedConfig(t, t.TempDir(), 1))
+	jobs, _ := jobsMount(t, jobsSchedConfig(t, t.TempDir(), 1))
 	dir := t.TempDir()
-	mustEchoSubmit(t, jobs, fmt.Sprintf(`{"name":"ticker","command":["sh","-c","sleep 1000 & echo $! > %s/child; i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.05; done"],"gpus":1}`, dir))
-	pollStatus(t, jobs, "ticker", "RUNNING", 5*time.Second)
+	jobsMustEcho(t, jobs, fmt.Sprintf(`{"name":"ticker","command":["sh","-c","sleep 1000 & echo $! > %s/child; i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.05; done"],"gpus":1}`, dir))
+	jobsPoll(t, jobs, "ticker", "RUNNING", 5*time.Second)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -371,11 +371,11 @@ func TestTailFollowsLogAndCancelKillsTree(t *testing.T) {
 		got.Write(buf[:n])
 	}
 
-	child := strings.TrimSpace(string(mustRead(t, filepath.Join(dir, "child"))))
-	if _, stderr, code := shell(t, `echo 1 > "$JOBS/ticker/cancel"`, nil, "JOBS="+jobs); code != 0 {
+	child := strings.TrimSpace(string(jobsRead(t, filepath.Join(dir, "child"))))
+	if _, stderr, code := jobsShell(t, `echo 1 > "$JOBS/ticker/cancel"`, nil, "JOBS="+jobs); code != 0 {
 		t.Fatalf("echo 1 > cancel: %d %s", code, stderr)
 	}
-	pollStatus(t, jobs, "ticker", "CANCELLED", 5*time.Second)
+	jobsPoll(t, jobs, "ticker", "CANCELLED", 5*time.Second)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		b, err := os.ReadFile("/proc/" + child + "/stat")
@@ -387,12 +387,12 @@ func TestTailFollowsLogAndCancelKillsTree(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if gpus := mustRead(t, filepath.Join(jobs, "..", "gpus")); string(gpus) != "0\tdeclared\t-\t-\n" {
+	if gpus := jobsRead(t, filepath.Join(jobs, "..", "gpus")); string(gpus) != "0\tdeclared\t-\t-\n" {
 		t.Fatalf("gpus after cancel = %q", gpus)
 	}
 }
 
-func mustRead(t testing.TB, path string) []byte {
+func jobsRead(t testing.TB, path string) []byte {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
