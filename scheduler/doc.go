@@ -14,7 +14,8 @@
 // the GPU count against the GPUs that exist, time limits and memory sizes,
 // NUL bytes, and a configurable list of forbidden regular expressions
 // (DefaultForbidden: rm -rf /, mkfs, fork bombs, dd onto a disk, a workdir
-// in /proc, /sys or /dev). Every rejection wraps ErrInvalidSpec with the
+// in /proc or /sys) — a guard against accidents, not a sandbox: jobs run
+// with the daemon's privileges. Every rejection wraps ErrInvalidSpec with the
 // reason; a taken name is ErrExists. Scheduler.Errors keeps the latest
 // reasons for .zenith/jobs/errors.
 //

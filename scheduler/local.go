@@ -274,7 +274,10 @@ func (r *LocalRunner) Poll(ctx context.Context, ref RunRef) (RunStatus, error) {
 	}
 	lr, err := parseLocalRef(ref)
 	if err != nil {
-		return RunStatus{}, err
+		// Not ours: recorded by another runner (the daemon was restarted
+		// with another --jobs). Nothing local can find it.
+		return RunStatus{State: Lost, ExitCode: -1, EndedAt: time.Now(),
+			Reason: fmt.Sprintf("run %q was started by another runner", ref)}, nil
 	}
 	if lr.alive() {
 		return RunStatus{State: Running, ExitCode: -1}, nil

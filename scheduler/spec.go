@@ -67,7 +67,7 @@ var DefaultForbidden = []string{
 	`(^|[\s;&|(/])mkfs(\.\w+)?(\s|$)`,                                                 // formatting a disk
 	`:\(\)\s*\{`,                                                                      // fork bomb :(){ :|:& };:
 	`(^|\s)dd\s.*\bof=/dev/(sd|hd|vd|nvme|xvd)`,                                       // overwriting a block device
-	`^/(proc|sys|dev)(/|$)`,                                                           // workdir in a kernel tree
+	`^/(proc|sys)(/|$)`,                                                               // workdir in a kernel tree
 }
 
 var (
