@@ -154,6 +154,8 @@ func (g *genFile) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.Att
 	} else if b, err := g.content(ctx); err == nil {
 		out.Size = uint64(len(b))
 	}
-	out.SetTimeout(0)
+	// 0 would mean "the mount's default" (an hour) to go-fuse: ask the
+	// kernel to come back for every stat instead.
+	out.SetTimeout(time.Nanosecond)
 	return 0
 }

@@ -130,6 +130,17 @@ func serve(cfg *Config, n *notifier) error {
 	}
 	defer w.close()
 
+	sched, err := newScheduler(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := sched.Close(cctx); err != nil {
+			log.Error("closing the scheduler", "err", err)
+		}
+	}()
 	if cfg.MetricsAddr != "" {
 		stop, err := serveMetrics(cfg.MetricsAddr, w, log)
 		if err != nil {
@@ -140,6 +151,7 @@ func serve(cfg *Config, n *notifier) error {
 	srv, err := zfs.Mount(cfg.MountPoint, zfs.Config{
 		Datasets:   w.datasets,
 		Batches:    w.batches,
+		Scheduler:  sched,
 		Stats:      w.statsJSON,
 		Logger:     log,
 		Owner:      uint32(os.Getuid()),
