@@ -203,7 +203,16 @@ func (d *Dataset) check(ctx context.Context, force bool) (*Snapshot, error) {
 	if err == nil && cur != nil && d.Err() == nil && sameSources(cur.sources(), infos) {
 		return cur, nil
 	}
-	if err != nil && errors.Is(err, context.Canceled) {
+	if err != nil {
+		if errors.Is(err, context.Canceled) {
+			return nil, err
+		}
+		// Listing again (in loadLocked) would only wait out the same
+		// failure twice: on a dead endpoint that doubles the time an open
+		// takes to fail.
+		err = fmt.Errorf("dataset %s: %w", d.Name, err)
+		d.loadErr.Store(&err)
+		d.log.Error("listing the sources failed", "err", err)
 		return nil, err
 	}
 	d.log.Info("sources changed; re-indexing")
