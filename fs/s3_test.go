@@ -309,24 +309,31 @@ func TestS3DeadEndpointFailsReadsInBoundedTime(t *testing.T) {
 		timeout = 400 * time.Millisecond
 		retries = 1
 		backoff = 20 * time.Millisecond
-		check   = 100 * time.Millisecond
 	)
-	// A failing open lists the bucket once (the change check): up to
-	// (retries+1) timed-out attempts and the backoff between them.
-	bound := time.Duration(retries+1)*timeout + 2*backoff + time.Second
+	attempts := time.Duration(retries+1)*timeout + 2*backoff
+	stop := func(fx *s3Fixture, _ *s3test.Proxy) { fx.srv.Stop() }
+	restart := func(fx *s3Fixture, _ *s3test.Proxy) { fx.srv.Restart(t) }
+	hang := func(_ *s3Fixture, p *s3test.Proxy) { p.SetFaults(s3test.Faults{Hang: true}) }
+	answer := func(_ *s3Fixture, p *s3test.Proxy) { p.SetFaults(s3test.Faults{}) }
 	cases := []struct {
 		name       string
+		check      time.Duration
 		kill, back func(fx *s3Fixture, p *s3test.Proxy)
+		bound      time.Duration
 	}{
-		{"server stopped",
-			func(fx *s3Fixture, _ *s3test.Proxy) { fx.srv.Stop() },
-			func(fx *s3Fixture, _ *s3test.Proxy) { fx.srv.Restart(t) }},
-		{"endpoint hangs",
-			func(_ *s3Fixture, p *s3test.Proxy) { p.SetFaults(s3test.Faults{Hang: true}) },
-			func(_ *s3Fixture, p *s3test.Proxy) { p.SetFaults(s3test.Faults{}) }},
+		// A short check interval: the open's check lists the bucket, once,
+		// and fails.
+		{"server stopped, noticed by the listing", 100 * time.Millisecond, stop, restart, attempts + time.Second},
+		{"endpoint hangs, noticed by the listing", 100 * time.Millisecond, hang, answer, attempts + time.Second},
+		// No listing: the batch's GETs fail. A batch of a.parquet needs up
+		// to 4 row groups, fetched one after the other, and a reader may
+		// first wait on a read-ahead build of the batch before it.
+		{"server stopped, noticed by the GETs", time.Hour, stop, restart, 8*attempts + time.Second},
+		{"endpoint hangs, noticed by the GETs", time.Hour, hang, answer, 8*attempts + time.Second},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
+			check, bound := c.check, c.bound
 			fx := newS3Fixture(t, s3Files)
 			proxy := s3test.NewProxy(t, fx.srv.Endpoint, s3test.Faults{}, 11)
 			st := fx.store(t, proxy.URL, source.S3Options{Timeout: timeout, Retries: retries, Backoff: backoff})
@@ -350,7 +357,7 @@ func TestS3DeadEndpointFailsReadsInBoundedTime(t *testing.T) {
 				slowest time.Duration
 			)
 			for k := 5; k < n && failed == nil; k++ {
-				time.Sleep(check) // past the check interval: the next open looks at the bucket
+				time.Sleep(min(check, 100*time.Millisecond)) // past a short check interval: the next open lists
 				start := time.Now()
 				_, err := os.ReadFile(filepath.Join(dir, batchName(k, n)))
 				slowest = max(slowest, time.Since(start))
