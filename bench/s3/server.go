@@ -16,6 +16,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/zenithfs/zenithfs/internal/s3test"
 )
 
 // Credentials of the benchmark's server, handed to zenithfs and to the
@@ -87,20 +89,9 @@ func (s *server) stop() {
 	}
 }
 
-// findVersitygw looks where scripts/s3-server.sh installs it.
-func findVersitygw() (string, error) {
-	if p := os.Getenv("VERSITYGW"); p != "" {
-		return p, nil
-	}
-	if p, err := exec.LookPath("versitygw"); err == nil {
-		return p, nil
-	}
-	out, err := exec.Command("scripts/s3-server.sh", "path").Output()
-	if err == nil {
-		return strings.TrimSpace(string(out)), nil
-	}
-	return "", fmt.Errorf("versitygw not found: run scripts/s3-server.sh install (or set VERSITYGW)")
-}
+// findVersitygw looks where scripts/s3-server.sh installs it ($VERSITYGW,
+// $PATH, $GOBIN, $GOPATH/bin, ~/go/bin).
+func findVersitygw() (string, error) { return s3test.Binary() }
 
 // setAWSEnv makes the standard AWS chain (zenithfs's and the baseline's)
 // find the server's credentials and nothing else of this machine's.
