@@ -1,0 +1,299 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Mount is a running FUSE filesystem of one arm: its daemon's pid and how
+// to take it down.
+type Mount struct {
+	Dir   string
+	PID   int
+	Start time.Time     // when the mount command was started
+	Ready time.Duration // until the mount answered
+	stop  func() error
+}
+
+// Unmount takes the mount down and waits for its daemon to exit.
+func (m *Mount) Unmount() error {
+	err := m.stop()
+	deadline := time.Now().Add(20 * time.Second)
+	for m.PID > 0 && processAlive(m.PID) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if m.PID > 0 && processAlive(m.PID) {
+		_ = syscall.Kill(m.PID, syscall.SIGKILL)
+		err = errors.Join(err, fmt.Errorf("daemon %d still running 20s after unmount (killed)", m.PID))
+	}
+	return err
+}
+
+// ZenithOpts are the zenithfs mount flags of the benchmark.
+type ZenithOpts struct {
+	Bin, Name, Source, Endpoint, StateDir, CacheSize string
+	Batch, Prefetch, Workers                         int
+	MetricsAddr                                      string
+}
+
+// mountZenith runs `zenithfs mount` (which returns once the mount is ready)
+// and finds the daemon it left running.
+func mountZenith(o ZenithOpts, dir string) (*Mount, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	args := []string{"mount", "--dataset", o.Name + "=" + o.Source, "--batch-size", strconv.Itoa(o.Batch),
+		"--cache-size", o.CacheSize, "--prefetch", strconv.Itoa(o.Prefetch), "--state-dir", o.StateDir, "--gpus", "0"}
+	if o.Endpoint != "" {
+		args = append(args, "--s3-endpoint", o.Endpoint)
+	}
+	if o.Workers > 0 {
+		args = append(args, "--workers", strconv.Itoa(o.Workers))
+	}
+	if o.MetricsAddr != "" {
+		args = append(args, "--metrics-addr", o.MetricsAddr)
+	}
+	args = append(args, dir)
+	m := &Mount{Dir: dir, Start: time.Now()}
+	out, err := exec.Command(o.Bin, args...).CombinedOutput()
+	if err != nil {
+		return nil, fmt.Errorf("zenithfs %s: %w: %s", strings.Join(args, " "), err, bytes.TrimSpace(out))
+	}
+	m.Ready = time.Since(m.Start)
+	m.stop = func() error {
+		out, err := exec.Command(o.Bin, "umount", dir).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("zenithfs umount %s: %w: %s", dir, err, bytes.TrimSpace(out))
+		}
+		return nil
+	}
+	if m.PID, err = zenithPID(dir); err != nil {
+		_ = m.stop()
+		return nil, err
+	}
+	return m, nil
+}
+
+// zenithPID finds the daemon serving mnt: `zenithfs mount --foreground … mnt`.
+func zenithPID(mnt string) (int, error) {
+	ents, _ := os.ReadDir("/proc")
+	for _, ent := range ents {
+		pid, err := strconv.Atoi(ent.Name())
+		if err != nil {
+			continue
+		}
+		b, _ := os.ReadFile(filepath.Join("/proc", ent.Name(), "cmdline"))
+		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+		if len(args) > 2 && args[1] == "mount" && args[2] == "--foreground" && args[len(args)-1] == mnt {
+			return pid, nil
+		}
+	}
+	return 0, fmt.Errorf("no zenithfs daemon serves %s", mnt)
+}
+
+// mountDaemon starts a FUSE daemon that stays in the foreground (s3fs -f,
+// rclone mount) and waits until dir is a mount point that lists.
+func mountDaemon(cmd *exec.Cmd, dir, logPath string) (*Mount, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	m := &Mount{Dir: dir, Start: time.Now()}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", cmd.Path, err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	m.PID = cmd.Process.Pid
+	m.stop = func() error {
+		var err error
+		if isMounted(dir) {
+			if out, uerr := exec.Command("umount", dir).CombinedOutput(); uerr != nil {
+				err = fmt.Errorf("umount %s: %w: %s", dir, uerr, bytes.TrimSpace(out))
+				_ = exec.Command("umount", "-l", dir).Run()
+			}
+		}
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			_ = syscall.Kill(-m.PID, syscall.SIGKILL)
+			<-exited
+		}
+		return err
+	}
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		select {
+		case <-exited:
+			b, _ := os.ReadFile(logPath)
+			return nil, fmt.Errorf("%s exited before mounting: %s", filepath.Base(cmd.Path), lastLines(b, 5))
+		default:
+		}
+		if isMounted(dir) {
+			if _, err := os.ReadDir(dir); err == nil {
+				m.Ready = time.Since(m.Start)
+				return m, nil
+			}
+		}
+	}
+	_ = m.Unmount()
+	b, _ := os.ReadFile(logPath)
+	return nil, fmt.Errorf("%s did not mount %s within 30s: %s", filepath.Base(cmd.Path), dir, lastLines(b, 5))
+}
+
+func lastLines(b []byte, n int) string {
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, " | ")
+}
+
+// isMounted tells whether dir is a mount point (/proc/self/mountinfo).
+func isMounted(dir string) bool {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) > 4 && f[4] == dir {
+			return true
+		}
+	}
+	return false
+}
+
+// S3Target is where the peers find the bucket.
+type S3Target struct {
+	Endpoint, Bucket, Access, Secret, Region string
+}
+
+// mountS3fs mounts bucket:/prefix with s3fs-fuse, path-style, through the
+// endpoint, with its default caching (no use_cache), read-only.
+func mountS3fs(t S3Target, prefix, dir, work string) (*Mount, error) {
+	pw := filepath.Join(work, "s3fs.passwd")
+	if err := os.WriteFile(pw, []byte(t.Access+":"+t.Secret+"\n"), 0o600); err != nil {
+		return nil, err
+	}
+	cmd := exec.Command("s3fs", t.Bucket+":/"+prefix, dir, "-f",
+		"-o", "url="+t.Endpoint, "-o", "use_path_request_style", "-o", "passwd_file="+pw,
+		"-o", "endpoint="+t.Region, "-o", "ro")
+	return mountDaemon(cmd, dir, filepath.Join(work, "s3fs.log"))
+}
+
+// caVars are the CA-bundle variables this environment sets; rclone refuses
+// some of them, so they are removed from its environment only.
+var caVars = []string{"AWS_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR", "CURL_CA_BUNDLE", "REQUESTS_CA_BUNDLE",
+	"NODE_EXTRA_CA_CERTS", "GIT_SSL_CAINFO", "NIX_SSL_CERT_FILE", "PIP_CERT", "HTTPLIB2_CA_CERTS",
+	"CLOUDSDK_CORE_CUSTOM_CA_CERTS_FILE", "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH"}
+
+// rcloneEnv is the environment of rclone: an S3 remote "bench" of
+// provider Other at the endpoint, credentials from the AWS_* variables.
+func rcloneEnv(t S3Target, work string) []string {
+	drop := map[string]bool{}
+	for _, k := range caVars {
+		drop[k] = true
+	}
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if !drop[k] && !strings.HasPrefix(k, "RCLONE_") {
+			env = append(env, kv)
+		}
+	}
+	return append(env,
+		"RCLONE_CONFIG="+filepath.Join(work, "rclone.conf"), // absent: rclone uses defaults + the variables below
+		"RCLONE_CONFIG_BENCH_TYPE=s3", "RCLONE_CONFIG_BENCH_PROVIDER=Other",
+		"RCLONE_CONFIG_BENCH_ENV_AUTH=true", "RCLONE_CONFIG_BENCH_ENDPOINT="+t.Endpoint,
+		"RCLONE_CONFIG_BENCH_REGION="+t.Region, "RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE=true")
+}
+
+// mountRclone mounts bench:bucket/prefix with rclone mount, read-only,
+// with the given --vfs-cache-mode (full or off) and otherwise defaults.
+func mountRclone(t S3Target, prefix, dir, work, cacheMode string) (*Mount, error) {
+	cacheDir := filepath.Join(work, "rclone-cache")
+	_ = os.RemoveAll(cacheDir) // every epoch starts cold
+	cmd := exec.Command("rclone", "mount", "bench:"+t.Bucket+"/"+prefix, dir, "--read-only",
+		"--vfs-cache-mode", cacheMode, "--cache-dir", cacheDir)
+	cmd.Env = rcloneEnv(t, work)
+	m, err := mountDaemon(cmd, dir, filepath.Join(work, "rclone.log"))
+	if err != nil {
+		return nil, err
+	}
+	stop := m.stop
+	m.stop = func() error { err := stop(); _ = os.RemoveAll(cacheDir); return err }
+	return m, nil
+}
+
+func processAlive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	if i := strings.LastIndexByte(s, ')'); i >= 0 && i+2 < len(s) {
+		return s[i+2] != 'Z'
+	}
+	return true
+}
+
+// procCPU is a process's utime+stime so far, in seconds.
+func procCPU(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / 100 // USER_HZ
+}
+
+// procHWM is a process's peak resident set (VmHWM), in bytes.
+func procHWM(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+			f := strings.Fields(v)
+			if len(f) > 0 {
+				n, _ := strconv.ParseInt(f[0], 10, 64)
+				return n << 10
+			}
+		}
+	}
+	return 0
+}
+
+// dropCaches empties the kernel's page cache (needs root).
+func dropCaches() error {
+	syscall.Sync()
+	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3\n"), 0o200); err != nil {
+		return fmt.Errorf("drop caches: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,270 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+)
+
+// Config is a run's settings.
+type Config struct {
+	Bin, Data, Out, Work string
+	Reps                 int
+	Arms                 []string // kinds to run
+	Nets                 []string // remote, loopback
+	Orders               []string // natural, shuffled
+	Latency              time.Duration
+	Bandwidth            float64
+	CacheSize            string
+	Prefetch, Workers    int
+	SDKInflight          int
+	Seed, Epoch          uint64
+	MaxEpoch             time.Duration
+	Profile              string
+	ProfileSecs          int
+	Date, Command        string
+}
+
+// Result is everything a run measured.
+type Result struct {
+	Cfg      Config     `json:"config"`
+	Machine  string     `json:"machine"`
+	Shapes   []string   `json:"shapes"`
+	Datasets []DataInfo `json:"datasets"`
+	Runs     []Run      `json:"runs"`
+	Notes    []string   `json:"notes"`
+}
+
+func runMain(args []string) error {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	cfg := Config{Command: "bench/run.sh " + strings.Join(args, " ")}
+	var df dataFlags
+	df.register(fs)
+	var arms, nets, orders string
+	fs.StringVar(&cfg.Bin, "bin", "bench/out/zenithfs", "zenithfs binary")
+	fs.StringVar(&cfg.Data, "data", "bench/data/peers", "where generated data is kept (reused while its parameters match)")
+	fs.StringVar(&cfg.Out, "out", "bench/results", "results directory")
+	fs.StringVar(&cfg.Work, "work", "", "work directory (server files, mountpoints, state); default a temp dir")
+	fs.IntVar(&cfg.Reps, "reps", 3, "interleaved repetitions (medians are reported)")
+	fs.StringVar(&arms, "arms", "zenithfs,s3fs,rclone-full,rclone-off,sdk,local", "arms: zenithfs, s3fs, rclone-full, rclone-off, sdk, local (zenithfs-local and direct)")
+	fs.StringVar(&nets, "nets", "remote,loopback", "S3 networks: remote (the proxy shapes traffic), loopback (it only counts)")
+	fs.StringVar(&orders, "orders", "natural,shuffled", "read orders of the S3 arms")
+	fs.DurationVar(&cfg.Latency, "latency", 20*time.Millisecond, "remote: first-byte latency per request")
+	fs.Float64Var(&cfg.Bandwidth, "bandwidth", 80e6, "remote: bytes/s per response stream")
+	fs.StringVar(&cfg.CacheSize, "cache-size", "512MiB", "zenithfs --cache-size (P8's budget)")
+	fs.IntVar(&cfg.Prefetch, "prefetch", 8, "zenithfs --prefetch")
+	fs.IntVar(&cfg.Workers, "workers", 0, "zenithfs --workers (0: its default)")
+	fs.IntVar(&cfg.SDKInflight, "sdk-inflight", 4, "sdk arm: row-group GETs in flight ahead of the decoder")
+	fs.Uint64Var(&cfg.Seed, "seed", 1, "shuffle seed (zenithfs view seed=S and the peers' permutation)")
+	fs.Uint64Var(&cfg.Epoch, "epoch", 0, "shuffle epoch")
+	fs.DurationVar(&cfg.MaxEpoch, "max-epoch", 60*time.Second, "an epoch longer than this stops and counts as partial (throughput over what was read)")
+	fs.StringVar(&cfg.Profile, "profile", "", "directory for daemon CPU profiles of one extra zenithfs remote epoch per dataset and order")
+	fs.IntVar(&cfg.ProfileSecs, "profile-seconds", 4, "length of each profile")
+	fs.StringVar(&cfg.Date, "date", time.Now().Format("2006-01-02"), "date in the results' names")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	dss, err := df.datasets()
+	if err != nil {
+		return err
+	}
+	cfg.Arms, cfg.Nets, cfg.Orders = split(arms), split(nets), split(orders)
+	if cfg.Reps < 1 {
+		return fmt.Errorf("-reps must be ≥ 1")
+	}
+	if cfg.Work == "" {
+		w, err := os.MkdirTemp("", "zenithfs-bench-peers.")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(w)
+		cfg.Work = w
+	}
+	if cfg.Profile != "" {
+		if err := os.MkdirAll(cfg.Profile, 0o755); err != nil {
+			return err
+		}
+	}
+	return bench(cfg, dss)
+}
+
+func split(s string) []string {
+	var out []string
+	for _, x := range strings.Split(s, ",") {
+		if x = strings.TrimSpace(x); x != "" {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+func has(xs []string, x string) bool {
+	for _, y := range xs {
+		if y == x {
+			return true
+		}
+	}
+	return false
+}
+
+// armsOf lists the arms the config asks for.
+func armsOf(cfg Config) []Arm {
+	var out []Arm
+	names := map[string]string{"zenithfs": "zenithfs", "s3fs": "s3fs", "rclone-full": "rclone full", "rclone-off": "rclone off", "sdk": "sdk"}
+	for _, net := range cfg.Nets {
+		for _, k := range []string{"zenithfs", "s3fs", "rclone-full", "rclone-off", "sdk"} {
+			if !has(cfg.Arms, k) {
+				continue
+			}
+			for _, o := range cfg.Orders {
+				a := Arm{ID: names[k], Kind: k, Net: net, Shuffled: o == "shuffled"}
+				if a.Shuffled {
+					a.ID += " random"
+					if k == "zenithfs" {
+						a.ID = "zenithfs view"
+					}
+				}
+				out = append(out, a)
+			}
+		}
+	}
+	if has(cfg.Arms, "local") {
+		for _, cold := range []bool{true, false} {
+			t := "warm"
+			if cold {
+				t = "cold"
+			}
+			out = append(out, Arm{ID: "zenithfs local " + t, Kind: "zenithfs-local", Net: "local", Cold: cold},
+				Arm{ID: "direct " + t, Kind: "direct", Net: "local", Cold: cold})
+		}
+	}
+	return out
+}
+
+func bench(cfg Config, dss []Dataset) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	vgw, err := findVersitygw()
+	if err != nil {
+		return err
+	}
+	setAWSEnv(cfg.Work)
+	srv, err := startServer(vgw, filepath.Join(cfg.Work, "s3"), filepath.Join(cfg.Work, "versitygw.log"))
+	if err != nil {
+		return err
+	}
+	defer srv.stop()
+	shapes := map[string]Shape{"remote": {Latency: cfg.Latency, Bandwidth: cfg.Bandwidth}, "loopback": {}}
+	proxy, err := StartProxy(srv.Endpoint, shapes["loopback"])
+	if err != nil {
+		return err
+	}
+	defer proxy.Close()
+	b := &Bench{cfg: cfg, self: self, proxy: proxy, shapes: shapes,
+		target: S3Target{Endpoint: proxy.URL, Bucket: "bench", Access: accessKey, Secret: secretKey, Region: region}}
+	res := Result{Cfg: cfg, Machine: machine(),
+		Shapes: []string{"remote: " + shapes["remote"].String(), "loopback: " + shapes["loopback"].String()}}
+	ctx := context.Background()
+	client, err := newS3Client(ctx, srv.Endpoint)
+	if err != nil {
+		return err
+	}
+	for _, d := range dss {
+		t := time.Now()
+		dir, n, err := Generate(cfg.Data, d)
+		if err != nil {
+			return err
+		}
+		log.Printf("%s: %d files, %d rows, %.1f MiB Parquet (%s)", d.Name, d.Files, d.Rows(), float64(n)/(1<<20), time.Since(t).Round(time.Second))
+		if err := upload(ctx, client, "bench", d.Name, dir); err != nil {
+			return err
+		}
+		info := DataInfo{Dataset: d, Dir: dir, Bytes: n}
+		if has(cfg.Arms, "zenithfs") || has(cfg.Arms, "local") {
+			if err := b.indexPass(&info); err != nil {
+				return err
+			}
+			log.Printf("%s: zenithfs index pass: S3 (remote) %.2fs, %d GETs, %.2f × the bytes; local %.2fs",
+				d.Name, info.IndexS, info.IndexGET, float64(info.IndexB)/float64(n), info.LocalIdx)
+		}
+		res.Datasets = append(res.Datasets, info)
+	}
+	arms := armsOf(cfg)
+	for rep := 0; rep < cfg.Reps; rep++ {
+		for _, ds := range res.Datasets {
+			for i := range arms {
+				a := arms[(i+rep*len(arms)/cfg.Reps)%len(arms)] // rotate the order each repetition
+				r := b.runArm(ds, a, rep, "")
+				log.Printf("rep %d %-5s %-22s %-8s %6.2fs %10.0f samples/s %7.1f MB/s ttfb %5.2fs gets %5d bytes %5.2fx cpu %5.2f+%5.2fs hwm %4d MiB%s",
+					rep, ds.Name, a.ID, a.Net, r.Seconds, r.SamplesPS, r.MBps, r.TTFB, r.GETs,
+					float64(r.Bytes)/float64(ds.Bytes), r.DaemonCPU, r.ConsCPU, max(r.DaemonHWM, 0)>>20, partialMark(r))
+				res.Runs = append(res.Runs, r)
+			}
+		}
+	}
+	if cfg.Profile != "" && has(cfg.Arms, "zenithfs") {
+		for _, ds := range res.Datasets {
+			for _, o := range cfg.Orders {
+				a := Arm{ID: "profile", Kind: "zenithfs", Net: "remote", Shuffled: o == "shuffled"}
+				p := filepath.Join(cfg.Profile, fmt.Sprintf("zenithfs-%s-remote-%s.pprof", ds.Name, o))
+				r := b.runArm(ds, a, -1, p)
+				res.Notes = append(res.Notes, fmt.Sprintf("profile %s: an extra epoch of %.2fs (%.0f samples/s)", p, r.Seconds, r.SamplesPS))
+			}
+		}
+	}
+	if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
+		return err
+	}
+	base := filepath.Join(cfg.Out, "peers-"+cfg.Date)
+	js, err := json.MarshalIndent(res, "", " ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(base+".json", js, 0o644); err != nil {
+		return err
+	}
+	if err := os.WriteFile(base+".md", []byte(Report(res)), 0o644); err != nil {
+		return err
+	}
+	if err := Plot(res, base+".png"); err != nil {
+		return fmt.Errorf("plot: %w", err)
+	}
+	log.Printf("wrote %s.{md,json,png}", base)
+	return nil
+}
+
+func partialMark(r Run) string {
+	switch {
+	case r.Err != "":
+		return "  FAILED"
+	case r.Partial:
+		return "  (partial)"
+	}
+	return ""
+}
+
+func machine() string {
+	var parts []string
+	parts = append(parts, fmt.Sprintf("%d CPUs", runtime.NumCPU()))
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "model name") {
+				parts = append(parts, strings.TrimSpace(strings.SplitN(l, ":", 2)[1]))
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		parts = append(parts, "Linux "+strings.TrimSpace(string(b)))
+	}
+	return strings.Join(append(parts, runtime.Version()), ", ")
+}
