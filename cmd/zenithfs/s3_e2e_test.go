@@ -136,6 +136,15 @@ func TestS3MountEndToEnd(t *testing.T) {
 			t.Errorf("manifest source %+v: want an ETag and a key under ds/train/", s)
 		}
 	}
+	// The endpoint may come from the AWS chain (AWS_ENDPOINT_URL_S3) instead of the flag.
+	t.Setenv("AWS_ENDPOINT_URL_S3", srv.Endpoint)
+	viaEnv := mountDaemon(t, append([]string{"--dataset", "d=s3://" + bucket + "/ds/train/part-1.parquet"}, common...)...)
+	one := readEpoch(t, filepath.Join(viaEnv, "d"))
+	if len(one.man.Sources) != 1 || one.man.Rows != 4200 || one.man.Sources[0].Key != "ds/train/part-1.parquet" {
+		t.Fatalf("single-object dataset through AWS_ENDPOINT_URL_S3: %+v", one.man)
+	}
+	os.Unsetenv("AWS_ENDPOINT_URL_S3")
+
 	st := s3Stats(t, mnt)
 	if len(st) != 1 || st[0].GETs == 0 || st[0].BytesFetched == 0 || st[0].Errors != 0 {
 		t.Fatalf(".zenith/stats s3 = %+v: want one store with GETs and bytes, no errors", st)
