@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sort"
 	"sync"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/compute"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/zenithfs/zenithfs/source"
+	"golang.org/x/sync/errgroup"
 )
 
 // View is an ordered sequence of files derived from a snapshot by a
@@ -309,16 +311,23 @@ func (v *View) forget(b int, c *blockCall) {
 func (v *View) buildBlock(ctx context.Context, b int) ([]arrow.RecordBatch, error) {
 	K := v.spec.Block
 	lo, hi := b*K, min((b+1)*K, v.total)
-	parts := make([]arrow.RecordBatch, 0, hi-lo)
+	// The block's batches are decoded in parallel: the first file of a
+	// block waits for all of them.
+	parts := make([]arrow.RecordBatch, hi-lo)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(runtime.GOMAXPROCS(0))
 	for k := lo; k < hi; k++ {
-		if _, err := v.snap.Size(k); err != nil {
-			return nil, err
-		}
-		rec, err := v.snap.Record(ctx, k)
-		if err != nil {
-			return nil, err
-		}
-		parts = append(parts, rec)
+		g.Go(func() error {
+			if _, err := v.snap.Size(k); err != nil {
+				return err
+			}
+			rec, err := v.snap.Record(gctx, k)
+			parts[k-lo] = rec
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
 	}
 	if err := v.verify(ctx, lo, hi); err != nil {
 		return nil, err
