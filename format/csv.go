@@ -88,7 +88,7 @@ func indexCSV(ctx context.Context, obj Object, opts Options) (*File, error) {
 			break
 		}
 		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+			return nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
 		}
 		if opts.Schema == nil {
 			for i, v := range rec {

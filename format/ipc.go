@@ -14,7 +14,7 @@ import (
 func indexIPCFile(obj Object) (*File, error) {
 	r, err := ipc.NewFileReader(section(obj), ipc.WithAllocator(memory.DefaultAllocator))
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+		return nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
 	}
 	defer r.Close()
 	f := &File{SchemaIPC: EncodeSchema(r.Schema())}
@@ -32,7 +32,7 @@ func indexIPCFile(obj Object) (*File, error) {
 func readIPCFile(obj Object, i int) (arrow.RecordBatch, error) {
 	r, err := ipc.NewFileReader(section(obj), ipc.WithAllocator(memory.DefaultAllocator))
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+		return nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
 	}
 	defer r.Close()
 	rec, err := r.RecordBatch(i)
@@ -61,7 +61,7 @@ func indexIPCStream(obj Object) (*File, error) {
 	cr := &countingReader{r: section(obj)}
 	r, err := ipc.NewReader(cr, ipc.WithAllocator(memory.DefaultAllocator))
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+		return nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
 	}
 	defer r.Release()
 	f := &File{SchemaIPC: EncodeSchema(r.Schema()), Prefix: cr.n}
@@ -90,7 +90,7 @@ func readIPCStream(obj Object, f *File, i int) (arrow.RecordBatch, error) {
 	}
 	r, err := ipc.NewReader(io.MultiReader(bytes.NewReader(bufs[0]), bytes.NewReader(bufs[1])), ipc.WithAllocator(memory.DefaultAllocator))
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+		return nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
 	}
 	defer r.Release()
 	if !r.Next() {

@@ -37,7 +37,7 @@ func section(obj Object) *io.SectionReader { return io.NewSectionReader(obj, 0, 
 func openParquet(obj Object) (*file.Reader, error) {
 	pf, err := file.NewParquetReader(section(obj))
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+		return nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
 	}
 	return pf, nil
 }
@@ -125,11 +125,11 @@ func (r *Reader) readParquet(ctx context.Context, obj Object, rg int) (arrow.Rec
 	}
 	pf, err := file.NewParquetReader(sp, file.WithMetadata(md))
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+		return nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
 	}
 	fr, err := pqarrow.NewFileReader(pf, pqarrow.ArrowReadProperties{BatchSize: rgmd.NumRows(), Parallel: true}, memory.DefaultAllocator)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+		return nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
 	}
 	rr, err := fr.GetRecordReader(ctx, nil, []int{rg})
 	if err != nil {
