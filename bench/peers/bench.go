@@ -20,7 +20,7 @@ import (
 // Arm is one way of reading a dataset.
 type Arm struct {
 	ID       string // e.g. "s3fs random"
-	Kind     string // zenithfs, s3fs, rclone-full, rclone-off, sdk, zenithfs-local, direct
+	Kind     string // zenithfs, zenithfs-tuned, s3fs, rclone-full, rclone-off, sdk, zenithfs-local, direct
 	Shuffled bool
 	Net      string // remote (proxy shapes traffic), loopback (proxy passes through), local (no S3)
 	Cold     bool   // local arms: page cache dropped first
@@ -180,8 +180,11 @@ func (b *Bench) epoch(ds DataInfo, a Arm, r *Run, profile string) error {
 	var args []string
 	var profDone chan struct{} // closed when the daemon's profile is saved
 	switch a.Kind {
-	case "zenithfs", "zenithfs-local":
+	case "zenithfs", "zenithfs-tuned", "zenithfs-local":
 		o := b.zenithOpts(ds, a)
+		if a.Kind == "zenithfs-tuned" {
+			o.Workers = b.cfg.TunedWorkers
+		}
 		if profile != "" {
 			o.MetricsAddr = freeAddr()
 		}

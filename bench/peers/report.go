@@ -75,7 +75,7 @@ func armOrder(runs []Run) []string {
 		}
 	}
 	rank := func(id string) int {
-		for i, p := range []string{"zenithfs", "zenithfs view", "s3fs", "s3fs random", "rclone full", "rclone full random",
+		for i, p := range []string{"zenithfs", "zenithfs view", "zenithfs w8", "zenithfs w8 view", "s3fs", "s3fs random", "rclone full", "rclone full random",
 			"rclone off", "rclone off random", "sdk", "sdk random", "zenithfs local cold", "direct cold", "zenithfs local warm", "direct warm"} {
 			if p == id {
 				return i
@@ -129,25 +129,8 @@ func Ratios(res Result) []Ratio {
 	budget, _ := parseSize(res.Cfg.CacheSize)
 	for _, ds := range res.Datasets {
 		for _, net := range res.Cfg.Nets {
-			z, zok := aggregate(res.Runs, ds.Name, "zenithfs", net)
-			if zok {
-				if p, ok := best(res, ds.Name, net, "s3fs", "rclone full", "rclone off"); ok {
-					out = append(out, Ratio{ID: "P5", Dataset: ds.Name, Net: net, What: "zenithfs ÷ best of s3fs, rclone (" + p.Arm + ")",
-						Value: z.SamplesPS / p.SamplesPS, Goal: 2, Unit: "×"})
-				}
-				if s, ok := aggregate(res.Runs, ds.Name, "sdk", net); ok {
-					out = append(out, Ratio{ID: "P5", Dataset: ds.Name, Net: net, What: "zenithfs ÷ in-process SDK",
-						Value: z.SamplesPS / s.SamplesPS, Goal: 1, Unit: "×"})
-				}
-				out = append(out, Ratio{ID: "P7", Dataset: ds.Name, Net: net, What: "zenithfs time to first batch after mount (index cached)",
-					Value: z.TTFB, Goal: 1, AtMost: true, Unit: "s",
-					Note: fmt.Sprintf("%.0f MB dataset; the first mount ever (index pass) took %.1f s", float64(ds.Bytes)/1e6, ds.IndexS)})
-			}
-			if v, ok := aggregate(res.Runs, ds.Name, "zenithfs view", net); ok {
-				if p, ok := best(res, ds.Name, net, "s3fs random", "rclone full random", "rclone off random", "sdk random"); ok {
-					out = append(out, Ratio{ID: "P6b", Dataset: ds.Name, Net: net, What: "zenithfs view ÷ best peer reading row groups randomly (" + p.Arm + ")",
-						Value: v.SamplesPS / p.SamplesPS, Goal: 2, Unit: "×"})
-				}
+			for _, zid := range []string{"zenithfs", fmt.Sprintf("zenithfs w%d", res.Cfg.TunedWorkers)} {
+				out = append(out, ratiosOf(res, ds, net, zid)...)
 			}
 		}
 		var hwm int64
@@ -159,6 +142,32 @@ func Ratios(res Result) []Ratio {
 		if hwm > 0 {
 			out = append(out, Ratio{ID: "P8", Dataset: ds.Name, Net: "all", What: fmt.Sprintf("zenithfs peak RSS (VmHWM, every mount) vs --cache-size %s + 150 MiB", res.Cfg.CacheSize),
 				Value: float64(hwm) / (1 << 20), Goal: float64(budget)/(1<<20) + 150, AtMost: true, Unit: "MiB"})
+		}
+	}
+	return out
+}
+
+// ratiosOf is P5, P6b and P7 for one zenithfs arm (zid; its view is
+// "zid view") on one dataset and network.
+func ratiosOf(res Result, ds DataInfo, net, zid string) []Ratio {
+	var out []Ratio
+	if z, ok := aggregate(res.Runs, ds.Name, zid, net); ok {
+		if p, ok := best(res, ds.Name, net, "s3fs", "rclone full", "rclone off"); ok {
+			out = append(out, Ratio{ID: "P5", Dataset: ds.Name, Net: net, What: zid + " ÷ best of s3fs, rclone (" + p.Arm + ")",
+				Value: z.SamplesPS / p.SamplesPS, Goal: 2, Unit: "×"})
+		}
+		if s, ok := aggregate(res.Runs, ds.Name, "sdk", net); ok {
+			out = append(out, Ratio{ID: "P5", Dataset: ds.Name, Net: net, What: zid + " ÷ in-process SDK",
+				Value: z.SamplesPS / s.SamplesPS, Goal: 1, Unit: "×"})
+		}
+		out = append(out, Ratio{ID: "P7", Dataset: ds.Name, Net: net, What: zid + " time to first batch after mount (index cached)",
+			Value: z.TTFB, Goal: 1, AtMost: true, Unit: "s",
+			Note: fmt.Sprintf("%.0f MB dataset; the first mount ever (index pass) took %.1f s", float64(ds.Bytes)/1e6, ds.IndexS)})
+	}
+	if v, ok := aggregate(res.Runs, ds.Name, zid+" view", net); ok {
+		if p, ok := best(res, ds.Name, net, "s3fs random", "rclone full random", "rclone off random", "sdk random"); ok {
+			out = append(out, Ratio{ID: "P6b", Dataset: ds.Name, Net: net, What: zid + " view ÷ best peer reading row groups randomly (" + p.Arm + ")",
+				Value: v.SamplesPS / p.SamplesPS, Goal: 2, Unit: "×"})
 		}
 	}
 	return out

@@ -24,6 +24,7 @@ type Config struct {
 	Bandwidth            float64
 	CacheSize            string
 	Prefetch, Workers    int
+	TunedWorkers         int
 	SDKInflight          int
 	Seed, Epoch          uint64
 	MaxEpoch             time.Duration
@@ -53,7 +54,8 @@ func runMain(args []string) error {
 	fs.StringVar(&cfg.Out, "out", "bench/results", "results directory")
 	fs.StringVar(&cfg.Work, "work", "", "work directory (server files, mountpoints, state); default a temp dir")
 	fs.IntVar(&cfg.Reps, "reps", 3, "interleaved repetitions (medians are reported)")
-	fs.StringVar(&arms, "arms", "zenithfs,s3fs,rclone-full,rclone-off,sdk,local", "arms: zenithfs, s3fs, rclone-full, rclone-off, sdk, local (zenithfs-local and direct)")
+	fs.StringVar(&arms, "arms", "zenithfs,zenithfs-tuned,s3fs,rclone-full,rclone-off,sdk,local",
+		"arms: zenithfs, zenithfs-tuned (zenithfs with -tuned-workers), s3fs, rclone-full, rclone-off, sdk, local (zenithfs-local and direct)")
 	fs.StringVar(&nets, "nets", "remote,loopback", "S3 networks: remote (the proxy shapes traffic), loopback (it only counts)")
 	fs.StringVar(&orders, "orders", "natural,shuffled", "read orders of the S3 arms")
 	fs.DurationVar(&cfg.Latency, "latency", 20*time.Millisecond, "remote: first-byte latency per request")
@@ -61,10 +63,11 @@ func runMain(args []string) error {
 	fs.StringVar(&cfg.CacheSize, "cache-size", "512MiB", "zenithfs --cache-size (P8's budget)")
 	fs.IntVar(&cfg.Prefetch, "prefetch", 8, "zenithfs --prefetch")
 	fs.IntVar(&cfg.Workers, "workers", 0, "zenithfs --workers (0: its default)")
+	fs.IntVar(&cfg.TunedWorkers, "tuned-workers", 8, "zenithfs-tuned arm: --workers (S3 GETs in flight are bounded by the workers)")
 	fs.IntVar(&cfg.SDKInflight, "sdk-inflight", 4, "sdk arm: row-group GETs in flight ahead of the decoder")
 	fs.Uint64Var(&cfg.Seed, "seed", 1, "shuffle seed (zenithfs view seed=S and the peers' permutation)")
 	fs.Uint64Var(&cfg.Epoch, "epoch", 0, "shuffle epoch")
-	fs.DurationVar(&cfg.MaxEpoch, "max-epoch", 60*time.Second, "an epoch longer than this stops and counts as partial (throughput over what was read)")
+	fs.DurationVar(&cfg.MaxEpoch, "max-epoch", 30*time.Second, "an epoch longer than this stops and counts as partial (throughput over what was read)")
 	fs.StringVar(&cfg.Profile, "profile", "", "directory for daemon CPU profiles of one extra zenithfs remote epoch per dataset and order")
 	fs.IntVar(&cfg.ProfileSecs, "profile-seconds", 4, "length of each profile")
 	fs.StringVar(&cfg.Date, "date", time.Now().Format("2006-01-02"), "date in the results' names")
@@ -117,9 +120,10 @@ func has(xs []string, x string) bool {
 // armsOf lists the arms the config asks for.
 func armsOf(cfg Config) []Arm {
 	var out []Arm
-	names := map[string]string{"zenithfs": "zenithfs", "s3fs": "s3fs", "rclone-full": "rclone full", "rclone-off": "rclone off", "sdk": "sdk"}
+	names := map[string]string{"zenithfs": "zenithfs", "zenithfs-tuned": "", "s3fs": "s3fs", "rclone-full": "rclone full", "rclone-off": "rclone off", "sdk": "sdk"}
 	for _, net := range cfg.Nets {
-		for _, k := range []string{"zenithfs", "s3fs", "rclone-full", "rclone-off", "sdk"} {
+		names["zenithfs-tuned"] = fmt.Sprintf("zenithfs w%d", cfg.TunedWorkers)
+		for _, k := range []string{"zenithfs", "zenithfs-tuned", "s3fs", "rclone-full", "rclone-off", "sdk"} {
 			if !has(cfg.Arms, k) {
 				continue
 			}
@@ -127,8 +131,11 @@ func armsOf(cfg Config) []Arm {
 				a := Arm{ID: names[k], Kind: k, Net: net, Shuffled: o == "shuffled"}
 				if a.Shuffled {
 					a.ID += " random"
-					if k == "zenithfs" {
+					switch k {
+					case "zenithfs":
 						a.ID = "zenithfs view"
+					case "zenithfs-tuned":
+						a.ID = names[k] + " view"
 					}
 				}
 				out = append(out, a)
