@@ -33,7 +33,9 @@ type datasetDir struct {
 	ds      *dataset.Dataset
 	batches Batches
 	timeout time.Duration
-	seenGen atomic.Uint64 // generation whose entries the kernel may hold
+	// passthrough: open handles offer a memfd for FUSE passthrough.
+	passthrough bool
+	seenGen     atomic.Uint64 // generation whose entries the kernel may hold
 }
 
 var (
@@ -259,16 +261,22 @@ func (f *batchFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 		}
 		return nil, 0, toErrno(err)
 	}
+	if f.dir.passthrough {
+		return newPassthroughHandle(b), fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_NOFLUSH, 0
+	}
 	return &bytesHandle{data: b}, fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_NOFLUSH, 0
 }
 
 // Read implements fs.NodeReader.
 func (f *batchFile) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	h, ok := fh.(*bytesHandle)
-	if !ok {
-		return nil, syscall.EBADF
+	f.sh.fault("read", f.dir.ds.Name)
+	switch h := fh.(type) {
+	case *bytesHandle:
+		return h.read(dest, off), 0
+	case *passthroughHandle:
+		return h.read(dest, off), 0
 	}
-	return h.read(dest, off), 0
+	return nil, syscall.EBADF
 }
 
 type bytesHandle struct{ data []byte }

@@ -46,6 +46,9 @@ type Config struct {
 	// EntryTimeout and AttrTimeout for dataset files (default 1h: they are immutable).
 	EntryTimeout time.Duration
 	Debug        bool
+	// Passthrough lets the kernel read batch files from memfds itself
+	// (FUSE passthrough) where it allows; see passthrough.go.
+	Passthrough bool
 	// Faults is a test hook called at the start of dataset handlers.
 	Faults func(op, name string)
 }
@@ -116,7 +119,7 @@ func (r *rootNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.At
 // OnAdd builds the fixed part of the tree.
 func (r *rootNode) OnAdd(ctx context.Context) {
 	for _, d := range r.cfg.Datasets {
-		dir := &datasetDir{sh: r.sh, ds: d, batches: r.cfg.Batches, timeout: r.cfg.EntryTimeout}
+		dir := &datasetDir{sh: r.sh, ds: d, batches: r.cfg.Batches, timeout: r.cfg.EntryTimeout, passthrough: r.cfg.Passthrough}
 		r.AddChild(d.Name, r.NewPersistentInode(ctx, dir, gofs.StableAttr{Mode: syscall.S_IFDIR}), false)
 	}
 	r.AddChild(".zenith", r.NewPersistentInode(ctx, newZenithDir(r.sh, r.cfg), gofs.StableAttr{Mode: syscall.S_IFDIR}), false)

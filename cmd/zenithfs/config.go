@@ -32,6 +32,7 @@ type Config struct {
 	LogFile     string          `yaml:"log_file"`
 	AllowOther  bool            `yaml:"allow_other"`
 	Debug       bool            `yaml:"debug"`
+	Passthrough bool            `yaml:"passthrough"`
 	// CheckInterval is the least time between two checks of a dataset's sources.
 	CheckInterval string `yaml:"check_interval"`
 	// Forbidden command patterns for job specs (regular expressions).
@@ -84,6 +85,7 @@ func parseMountArgs(args []string) (*Config, error) {
 	fs.StringVar(&c.LogFile, "log-file", "", "daemon log file (default STATE_DIR/zenithfs.log)")
 	fs.BoolVar(&c.AllowOther, "allow-other", false, "let other users access the mount")
 	fs.BoolVar(&c.Debug, "debug", false, "log every FUSE request")
+	fs.BoolVar(&c.Passthrough, "passthrough", false, "let the kernel read cached batches from memfds (FUSE passthrough; root, Linux ≥ 6.9)")
 	fs.StringVar(&c.CheckInterval, "check-interval", "1s", "least time between source-change checks")
 	if err := fs.Parse(args); err != nil {
 		return nil, fmt.Errorf("%v (see zenithfs mount -h)", err)

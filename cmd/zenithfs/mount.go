@@ -157,6 +157,8 @@ func serve(cfg *Config, n *notifier) error {
 		Owner:      uint32(os.Getuid()),
 		AllowOther: cfg.AllowOther,
 		Debug:      cfg.Debug,
+		// go-fuse registers backing files only for a privileged daemon.
+		Passthrough: cfg.Passthrough && os.Geteuid() == 0,
 	})
 	if err != nil {
 		return fmt.Errorf("mount %s: %w", cfg.MountPoint, err)
