@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
-	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/zenithfs/zenithfs/format"
@@ -388,29 +387,10 @@ func (s *Snapshot) segment(ctx context.Context, f *SourceFile, i int) (arrow.Rec
 	})
 }
 
+
+// concat joins record slices into one record with the dataset schema.
 func concat(schema *arrow.Schema, parts []arrow.RecordBatch) (arrow.RecordBatch, error) {
-	if len(parts) == 1 {
-		// Re-label with the dataset schema: files may differ in schema
-		// metadata, and every batch must carry the same schema.
-		return array.NewRecordBatch(schema, parts[0].Columns(), parts[0].NumRows()), nil
-	}
-	cols := make([]arrow.Array, schema.NumFields())
-	var rows int64
-	for _, p := range parts {
-		rows += p.NumRows()
-	}
-	for c := range cols {
-		arrs := make([]arrow.Array, len(parts))
-		for i, p := range parts {
-			arrs[i] = p.Column(c)
-		}
-		a, err := array.Concatenate(arrs, memory.DefaultAllocator)
-		if err != nil {
-			return nil, fmt.Errorf("concatenate column %s: %w", schema.Field(c).Name, err)
-		}
-		cols[c] = a
-	}
-	return array.NewRecordBatch(schema, cols, rows), nil
+	return format.ConcatRecords(schema, parts)
 }
 
 // encode writes batch k as an Arrow IPC file to w.

@@ -122,32 +122,46 @@ func indexCSV(ctx context.Context, obj Object, opts Options) (*File, error) {
 	return f, nil
 }
 
-func readCSV(obj Object, f *File, i int, schema *arrow.Schema) (rec arrow.RecordBatch, err error) {
-	seg := f.Segments[i]
+func readCSV(obj Object, f *File, i int, schema *arrow.Schema) (arrow.RecordBatch, error) {
+	return readText(obj, f.Segments[i], "csv", func(r io.Reader) recordReader {
+		return arrowcsv.NewReader(r, schema, arrowcsv.WithHeader(false), arrowcsv.WithChunk(-1),
+			arrowcsv.WithNullReader(true, ""), arrowcsv.WithAllocator(memory.DefaultAllocator))
+	})
+}
+
+// recordReader is what the Arrow CSV and JSON readers have in common.
+type recordReader interface {
+	Next() bool
+	Err() error
+	RecordBatch() arrow.RecordBatch
+	Release()
+}
+
+// readText reads a text segment's bytes and decodes them as one record
+// with the reader open makes.
+func readText(obj Object, seg Segment, what string, open func(io.Reader) recordReader) (rec arrow.RecordBatch, err error) {
 	buf := make([]byte, seg.Len)
 	if err := obj.ReadRanges([]int64{seg.Off}, [][]byte{buf}); err != nil {
 		return nil, err
 	}
 	defer func() {
-		// arrow's CSV reader panics on some malformed input; a corrupt
+		// Arrow's text readers panic on some malformed input; a corrupt
 		// file must be an error, not a crash.
 		if p := recover(); p != nil {
-			rec, err = nil, fmt.Errorf("%w: csv: %v", ErrCorrupt, p)
+			rec, err = nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, what, p)
 		}
 	}()
-	r := arrowcsv.NewReader(bytes.NewReader(buf), schema,
-		arrowcsv.WithHeader(false), arrowcsv.WithChunk(-1),
-		arrowcsv.WithNullReader(true, ""), arrowcsv.WithAllocator(memory.DefaultAllocator))
+	r := open(bytes.NewReader(buf))
 	defer r.Release()
 	if !r.Next() {
 		err := r.Err()
 		if err == nil {
 			err = io.ErrUnexpectedEOF
 		}
-		return nil, fmt.Errorf("%w: csv: %v", ErrCorrupt, err)
+		return nil, fmt.Errorf("%w: %s: %w", ErrCorrupt, what, err)
 	}
 	if err := r.Err(); err != nil {
-		return nil, fmt.Errorf("%w: csv: %v", ErrCorrupt, err)
+		return nil, fmt.Errorf("%w: %s: %w", ErrCorrupt, what, err)
 	}
 	rec = r.RecordBatch()
 	rec.Retain()

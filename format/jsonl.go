@@ -262,30 +262,8 @@ func indexJSONL(ctx context.Context, obj Object, opts Options) (*File, error) {
 	return f, nil
 }
 
-func readJSONL(obj Object, f *File, i int, schema *arrow.Schema) (rec arrow.RecordBatch, err error) {
-	seg := f.Segments[i]
-	buf := make([]byte, seg.Len)
-	if err := obj.ReadRanges([]int64{seg.Off}, [][]byte{buf}); err != nil {
-		return nil, err
-	}
-	defer func() {
-		if p := recover(); p != nil {
-			rec, err = nil, fmt.Errorf("%w: json: %v", ErrCorrupt, p)
-		}
-	}()
-	r := array.NewJSONReader(bytes.NewReader(buf), schema, array.WithChunk(-1), array.WithAllocator(memory.DefaultAllocator))
-	defer r.Release()
-	if !r.Next() {
-		err := r.Err()
-		if err == nil {
-			err = io.ErrUnexpectedEOF
-		}
-		return nil, fmt.Errorf("%w: json: %v", ErrCorrupt, err)
-	}
-	if err := r.Err(); err != nil {
-		return nil, fmt.Errorf("%w: json: %v", ErrCorrupt, err)
-	}
-	rec = r.RecordBatch()
-	rec.Retain()
-	return rec, nil
+func readJSONL(obj Object, f *File, i int, schema *arrow.Schema) (arrow.RecordBatch, error) {
+	return readText(obj, f.Segments[i], "json", func(r io.Reader) recordReader {
+		return array.NewJSONReader(r, schema, array.WithChunk(-1), array.WithAllocator(memory.DefaultAllocator))
+	})
 }

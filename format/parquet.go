@@ -149,16 +149,17 @@ func (r *Reader) readParquet(ctx context.Context, obj Object, rg int) (arrow.Rec
 	if err != nil {
 		return nil, err
 	}
-	return concatRecords(schema, recs)
+	return ConcatRecords(schema, recs)
 }
 
-// concatRecords joins records of one schema into one.
-func concatRecords(schema *arrow.Schema, recs []arrow.RecordBatch) (arrow.RecordBatch, error) {
+// ConcatRecords joins records of one schema's columns into one record
+// labelled with schema (files may differ in schema metadata).
+func ConcatRecords(schema *arrow.Schema, recs []arrow.RecordBatch) (arrow.RecordBatch, error) {
 	switch len(recs) {
 	case 0:
 		return array.NewRecordBatch(schema, emptyColumns(schema), 0), nil
 	case 1:
-		return recs[0], nil
+		return array.NewRecordBatch(schema, recs[0].Columns(), recs[0].NumRows()), nil
 	}
 	cols := make([]arrow.Array, schema.NumFields())
 	var rows int64
