@@ -387,7 +387,6 @@ func (s *Snapshot) segment(ctx context.Context, f *SourceFile, i int) (arrow.Rec
 	})
 }
 
-
 // concat joins record slices into one record with the dataset schema.
 func concat(schema *arrow.Schema, parts []arrow.RecordBatch) (arrow.RecordBatch, error) {
 	return format.ConcatRecords(schema, parts)
