@@ -300,3 +300,29 @@ func TestViewFollowsSourceChange(t *testing.T) {
 		}
 	}
 }
+
+// Batch-shuffled Arrow views share cache entries with the natural files:
+// after an epoch of natural files, an epoch of a shuffled view (and of a
+// rank share of it) builds nothing.
+func TestBatchShuffledViewSharesNaturalCacheEntries(t *testing.T) {
+	mnt, _, pf := viewsMount(t, viewsSample(t, 1000), 0)
+	natural := readView(t, filepath.Join(mnt, "d"))
+	built := pf.Stats().Built
+	if built != 10 {
+		t.Fatalf("built %d batches for 10 natural files", built)
+	}
+	byBytes := map[string]bool{}
+	for _, b := range natural {
+		byBytes[string(b)] = true
+	}
+	for _, spec := range []string{"seed=2,epoch=7", "seed=2,epoch=7,rank=1,world=3"} {
+		for _, b := range readView(t, filepath.Join(mnt, "d", "views", spec)) {
+			if !byBytes[string(b)] {
+				t.Fatalf("%s: a file is not a natural batch file", spec)
+			}
+		}
+	}
+	if st := pf.Stats(); st.Built != built {
+		t.Fatalf("reading batch-shuffled views built %d more batches", st.Built-built)
+	}
+}

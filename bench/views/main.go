@@ -14,7 +14,9 @@
 // (dataset.ShuffleQuality), computed from row indices alone.
 //
 //	go build -o bin/zenithfs ./cmd/zenithfs
-//	go run ./bench/views -bin bin/zenithfs -out bench/results   # needs root and /dev/fuse
+//	go run ./bench/views -bin bin/zenithfs -out bench/views   # needs root and /dev/fuse
+//
+// results-DATE.md beside this file are committed runs.
 package main
 
 import (
