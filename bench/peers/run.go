@@ -218,13 +218,19 @@ func bench(cfg Config, dss []Dataset) error {
 			}
 		}
 	}
-	if cfg.Profile != "" && has(cfg.Arms, "zenithfs") {
+	if cfg.Profile != "" {
 		for _, ds := range res.Datasets {
-			for _, o := range cfg.Orders {
-				a := Arm{ID: "profile", Kind: "zenithfs", Net: "remote", Shuffled: o == "shuffled"}
-				p := filepath.Join(cfg.Profile, fmt.Sprintf("zenithfs-%s-remote-%s.pprof", ds.Name, o))
-				r := b.runArm(ds, a, -1, p)
-				res.Notes = append(res.Notes, fmt.Sprintf("profile %s: an extra epoch of %.2fs (%.0f samples/s)", p, r.Seconds, r.SamplesPS))
+			for _, k := range []string{"zenithfs", "zenithfs-tuned"} {
+				if !has(cfg.Arms, k) {
+					continue
+				}
+				for _, o := range cfg.Orders {
+					a := Arm{ID: "profile", Kind: k, Net: "remote", Shuffled: o == "shuffled"}
+					p := filepath.Join(cfg.Profile, fmt.Sprintf("%s-%s-remote-%s.pprof", k, ds.Name, o))
+					r := b.runArm(ds, a, -1, p)
+					res.Notes = append(res.Notes, fmt.Sprintf("daemon CPU profile %s: taken during an extra epoch of %.2fs (%.0f samples/s)",
+						filepath.Base(p), r.Seconds, r.SamplesPS))
+				}
 			}
 		}
 	}
