@@ -324,7 +324,7 @@ func TestRunEndToEnd(t *testing.T) {
 		t.Errorf("%d runs, want %d", len(res.Runs), want)
 	}
 	for _, r := range res.Runs {
-		ds := tiny
+		ds := Dataset{Files: 2, RowsPerFile: 3000}
 		if r.Dataset == "blobs" {
 			ds = Dataset{Files: 1, RowsPerFile: 8}
 		}

@@ -169,6 +169,10 @@ func ratiosOf(res Result, ds DataInfo, net, zid string) []Ratio {
 			out = append(out, Ratio{ID: "P6b", Dataset: ds.Name, Net: net, What: zid + " view ÷ best peer reading row groups randomly (" + p.Arm + ")",
 				Value: v.SamplesPS / p.SamplesPS, Goal: 2, Unit: "×"})
 		}
+		if p, ok := best(res, ds.Name, net, "s3fs random", "rclone full random", "rclone off random"); ok {
+			out = append(out, Ratio{ID: "P6b", Dataset: ds.Name, Net: net, What: zid + " view ÷ best FUSE peer reading row groups randomly (" + p.Arm + ")",
+				Value: v.SamplesPS / p.SamplesPS, Goal: 2, Unit: "×"})
+		}
 	}
 	return out
 }

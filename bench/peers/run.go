@@ -196,7 +196,7 @@ func bench(cfg Config, dss []Dataset) error {
 			return err
 		}
 		info := DataInfo{Dataset: d, Dir: dir, Bytes: n}
-		if has(cfg.Arms, "zenithfs") || has(cfg.Arms, "local") {
+		if has(cfg.Arms, "zenithfs") || has(cfg.Arms, "zenithfs-tuned") || has(cfg.Arms, "local") {
 			if err := b.indexPass(&info); err != nil {
 				return err
 			}
