@@ -115,7 +115,7 @@ func serve(cfg *Config, n *notifier) error {
 	}
 	workers := cfg.Workers
 	if workers == 0 {
-		workers = runtime.NumCPU()
+		workers = defaultWorkers(cfg)
 	}
 	checkEvery, err := time.ParseDuration(cfg.CheckInterval)
 	if err != nil {
@@ -179,6 +179,20 @@ func serve(cfg *Config, n *notifier) error {
 	srv.Wait()
 	log.Info("unmounted", "mountpoint", cfg.MountPoint)
 	return nil
+}
+
+// defaultWorkers is the number of cores, and at least 8 when a dataset
+// comes from S3: building a batch from S3 mostly waits on the network
+// (bench/peers: with 20 ms first-byte latency, 8 workers read 2.4× faster
+// than 2 on a 2-core machine).
+func defaultWorkers(cfg *Config) int {
+	n := runtime.NumCPU()
+	for _, d := range cfg.Datasets {
+		if strings.HasPrefix(d.URI, "s3://") {
+			return max(n, 8)
+		}
+	}
+	return n
 }
 
 // location resolves a dataset URI to a store and location.
