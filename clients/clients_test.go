@@ -265,6 +265,7 @@ func run(t *testing.T, timeout time.Duration, dir string, name string, args ...s
 	cmd.Env = append(os.Environ(), "OMP_NUM_THREADS=1", "PYTHONDONTWRITEBYTECODE=1")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 10 * time.Second // a child left holding the output pipe must not hang the test
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("%s %s: %v\n%s", filepath.Base(name), strings.Join(args, " "), err, out)
@@ -333,56 +334,103 @@ func TestNodePolarsReadsBatchFiles(t *testing.T) {
 	}
 }
 
+// arrowGoEnv, when set to an expected.json path, makes the test binary
+// the arrow-go client instead of running tests (see TestMain).
+const arrowGoEnv = "ZENITH_ARROWGO_CLIENT"
+
+// TestMain runs the arrow-go client when asked. The client is a separate
+// process, as any reader of a mount is: a process that memory-maps a file
+// of a FUSE mount it serves itself can deadlock (a page fault blocks a
+// thread the garbage collector then waits for, while the server that would
+// answer the fault is stopped).
+func TestMain(m *testing.M) {
+	if p := os.Getenv(arrowGoEnv); p != "" {
+		if err := arrowGoClient(p); err != nil {
+			fmt.Fprintln(os.Stderr, "arrow-go client:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
 func TestArrowGoReadsViewFiles(t *testing.T) {
 	m := mountSample(t)
-	spec := "seed=5,epoch=1,shuffle=block:4,rank=1,world=3"
+	exp := m.expect(t, "seed=5,epoch=1,shuffle=block:4,rank=1,world=3", "seed=5,epoch=1,format=arrow")
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), arrowGoEnv+"="+exp)
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), `"ok":true`) {
+		t.Fatalf("arrow-go client: %v\n%s", err, out)
+	}
+	t.Logf("arrow-go client: %s", lastLine(out))
+}
+
+// arrowGoClient memory-maps every file of the expected directories, reads
+// it with ipc.NewFileReader, and compares every row with the generator.
+func arrowGoClient(expectedPath string) error {
 	var e expected
-	b, err := os.ReadFile(m.expect(t, spec))
+	b, err := os.ReadFile(expectedPath)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	if err := json.Unmarshal(b, &e); err != nil {
-		t.Fatal(err)
+		return err
 	}
-	files := e.Dirs[filepath.Join(m.mnt, "pq", "views", spec)]
-	if len(files) != 4 {
-		t.Fatalf("%d files in the rank share, want 4", len(files))
+	files, rows := 0, 0
+	for dir, want := range e.Dirs {
+		if len(want) == 0 {
+			return fmt.Errorf("%s: no files expected", dir)
+		}
+		for _, f := range want {
+			if err := arrowGoFile(f); err != nil {
+				return err
+			}
+			files++
+			rows += len(f.IDs)
+		}
 	}
-	for _, f := range files {
-		fh, err := os.Open(f.Path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		fi, _ := fh.Stat()
-		// Memory-mapped, as arrow readers do.
-		mm, err := syscall.Mmap(int(fh.Fd()), 0, int(fi.Size()), syscall.PROT_READ, syscall.MAP_SHARED)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r, err := ipc.NewFileReader(bytes.NewReader(mm))
-		if err != nil {
-			t.Fatalf("%s: %v", f.Path, err)
-		}
-		rec, err := r.RecordBatch(0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if int(rec.NumRows()) != len(f.IDs) {
-			t.Fatalf("%s: %d rows, want %d", f.Path, rec.NumRows(), len(f.IDs))
-		}
-		for i, id := range f.IDs {
-			ref := sampledata.MixedRecord(id, 1)
-			for c := 0; c < int(ref.NumCols()); c++ {
-				got := array.NewSlice(rec.Column(c), int64(i), int64(i+1))
-				if !array.Equal(ref.Column(c), got) {
-					t.Fatalf("%s row %d (id %d) column %s: got %v want %v", f.Path, i, id, ref.ColumnName(c), got, ref.Column(c))
-				}
+	fmt.Printf("{\"ok\":true,\"files\":%d,\"rows\":%d}\n", files, rows)
+	return nil
+}
+
+func arrowGoFile(f expectedFile) error {
+	fh, err := os.Open(f.Path)
+	if err != nil {
+		return err
+	}
+	defer fh.Close()
+	fi, err := fh.Stat()
+	if err != nil {
+		return err
+	}
+	mm, err := syscall.Mmap(int(fh.Fd()), 0, int(fi.Size()), syscall.PROT_READ, syscall.MAP_SHARED)
+	if err != nil {
+		return fmt.Errorf("mmap %s: %w", f.Path, err)
+	}
+	defer syscall.Munmap(mm)
+	r, err := ipc.NewFileReader(bytes.NewReader(mm))
+	if err != nil {
+		return fmt.Errorf("%s: %w", f.Path, err)
+	}
+	defer r.Close()
+	rec, err := r.RecordBatch(0)
+	if err != nil {
+		return fmt.Errorf("%s: %w", f.Path, err)
+	}
+	if int(rec.NumRows()) != len(f.IDs) {
+		return fmt.Errorf("%s: %d rows, want %d", f.Path, rec.NumRows(), len(f.IDs))
+	}
+	for i, id := range f.IDs {
+		ref := sampledata.MixedRecord(id, 1)
+		for c := 0; c < int(ref.NumCols()); c++ {
+			got := array.NewSlice(rec.Column(c), int64(i), int64(i+1))
+			if !array.Equal(ref.Column(c), got) {
+				return fmt.Errorf("%s row %d (id %d) column %s: got %v want %v", f.Path, i, id, ref.ColumnName(c), got, ref.Column(c))
 			}
 		}
-		r.Close()
-		syscall.Munmap(mm)
-		fh.Close()
 	}
+	return nil
 }
 
 func TestExampleTrainsOverShuffledRankView(t *testing.T) {

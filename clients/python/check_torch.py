@@ -43,7 +43,10 @@ def main():
     with open(expected) as f:
         exp = json.load(f)
     data = ViewFiles(view, exp)
-    loader = DataLoader(data, batch_size=None, shuffle=False, num_workers=2)
+    # persistent workers: two processes for all epochs, forked before the
+    # main process starts any compute threads
+    loader = DataLoader(data, batch_size=None, shuffle=False, num_workers=2, persistent_workers=True)
+    torch.set_num_threads(1)
     torch.manual_seed(0)
     model = torch.nn.Linear(1, 1)
     opt = torch.optim.SGD(model.parameters(), lr=0.2)
@@ -66,7 +69,7 @@ def main():
             rows += len(item["id"])
         assert seen == list(range(len(data))), f"epoch {epoch}: files in order {seen}"
     assert workers == {0, 1}, f"items came from workers {workers}, want both"
-    assert len(pids) >= 2 and os.getpid() not in pids, f"worker pids {pids}"
+    assert len(pids) == 2 and os.getpid() not in pids, f"worker pids {pids}"
     assert all(np.isfinite(losses)), f"losses {losses}"
     assert losses[-1] < losses[0] / 10, f"loss did not fall: {losses[0]} → {losses[-1]}"
     print(json.dumps({"ok": True, "steps": len(losses), "rows": rows, "first_loss": losses[0],
