@@ -326,3 +326,29 @@ func TestBatchShuffledViewSharesNaturalCacheEntries(t *testing.T) {
 		t.Fatalf("reading batch-shuffled views built %d more batches", st.Built-built)
 	}
 }
+
+// Listing an npz or block-shuffled view builds nothing: READDIRPLUS gets
+// names without attributes there, since sizes are known only once built.
+func TestListingAViewBuildsNothing(t *testing.T) {
+	mnt, _, pf := viewsMount(t, viewsSample(t, 1000), 4)
+	for _, spec := range []string{"seed=1,epoch=0,format=npz", "seed=1,epoch=0,shuffle=block:2"} {
+		ents, err := os.ReadDir(filepath.Join(mnt, "d", "views", spec))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ents) != 10 {
+			t.Fatalf("%s: %d entries, want 10", spec, len(ents))
+		}
+	}
+	if st := pf.Stats(); st.Requests != 0 || st.Built != 0 {
+		t.Fatalf("listing views asked the store for %d files and built %d", st.Requests, st.Built)
+	}
+	// A stat builds the file (its size is known once built) through the store.
+	fi, err := os.Stat(filepath.Join(mnt, "d", "views", "seed=1,epoch=0,format=npz", "000003.npz"))
+	if err != nil || fi.Size() == 0 {
+		t.Fatalf("stat: %v", err)
+	}
+	if st := pf.Stats(); st.Requests != 1 {
+		t.Fatalf("stat of one npz file made %d store requests", st.Requests)
+	}
+}
