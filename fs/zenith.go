@@ -45,7 +45,9 @@ func (z *zenithDir) OnAdd(ctx context.Context) {
 	dsDir := z.NewPersistentInode(ctx, &gofs.Inode{}, gofs.StableAttr{Mode: syscall.S_IFDIR})
 	z.AddChild("datasets", dsDir, false)
 	for _, d := range z.cfg.Datasets {
-		dsDir.AddChild(d.Name, file(func(context.Context) ([]byte, error) { return datasetState(d) }), false)
+		dsDir.AddChild(d.Name, file(func(context.Context) ([]byte, error) {
+			return datasetState(d, viewStatsOf(z.Root(), d.Name))
+		}), false)
 	}
 	z.addJobs(ctx)
 }
@@ -67,10 +69,12 @@ type DatasetState struct {
 	SegHits     uint64         `json:"segment_cache_hits"`
 	SegMisses   uint64         `json:"segment_cache_misses"`
 	SegBytes    int64          `json:"segment_cache_bytes"`
+	// Views: reads and prefetch hits per view (canonical spec).
+	Views map[string]ViewStats `json:"views,omitempty"`
 }
 
-func datasetState(d *dataset.Dataset) ([]byte, error) {
-	st := DatasetState{Name: d.Name, State: "ready"}
+func datasetState(d *dataset.Dataset, views map[string]ViewStats) ([]byte, error) {
+	st := DatasetState{Name: d.Name, State: "ready", Views: views}
 	st.SegHits, st.SegMisses, st.SegBytes = d.SegmentStats()
 	if s, err := d.Current(); err != nil {
 		st.State, st.Error = "error", err.Error()

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v fusermount3 >/dev/null 2>&1 || need_apt+=(fuse3)
 if [ "${ZENITH_WITH_CLIENTS:-1}" = 1 ]; then
-	command -v python3 >/dev/null 2>&1 && python3 -c 'import numpy, torch' 2>/dev/null || need_apt+=(python3-numpy python3-torch)
+	/usr/bin/python3 -c 'import numpy, torch' 2>/dev/null || need_apt+=(python3 python3-numpy python3-torch)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
 	if [ "$(id -u)" != 0 ]; then
