@@ -154,3 +154,34 @@ func must(b []byte, err error) []byte {
 	}
 	return b
 }
+
+func TestCorruptRowGroupFailsOnlyItsBatches(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "a.parquet")
+	if err := sampledata.WriteParquet(p, 1000, 100); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(p)
+	mid := len(b) / 2
+	for i := mid; i < mid+64; i++ {
+		b[i] ^= 0x5a
+	}
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := load(t, dir, Options{BatchSize: 100})
+	s, err := d.Current()
+	if err != nil {
+		t.Fatalf("a corrupt row group failed the whole dataset: %v", err)
+	}
+	bad := s.BatchErrors()
+	if len(bad) == 0 || len(bad) > 2 {
+		t.Fatalf("%d batches failed, want the one or two over the damaged bytes: %v", len(bad), bad)
+	}
+	for k := 0; k < s.NumBatches(); k++ {
+		_, err := s.Build(context.Background(), k)
+		if _, isBad := bad[k]; isBad != (err != nil) {
+			t.Fatalf("batch %d: build error %v, index error %v", k, err, bad[k])
+		}
+	}
+}
