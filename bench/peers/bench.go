@@ -44,6 +44,7 @@ type Run struct {
 	ConsumerRS int64   `json:"consumer_maxrss"`
 	DaemonCPU  float64 `json:"daemon_cpu_s"`
 	ConsCPU    float64 `json:"consumer_cpu_s"`
+	InfraCPU   float64 `json:"infra_cpu_s"` // versitygw + the proxy (this process) during the epoch
 	GETs       int64   `json:"gets"`
 	Bytes      int64   `json:"bytes"`
 	Lists      int64   `json:"lists"`
@@ -67,6 +68,7 @@ type DataInfo struct {
 type Bench struct {
 	cfg    Config
 	self   string
+	server *server
 	proxy  *Proxy
 	target S3Target
 	shapes map[string]Shape
@@ -229,7 +231,9 @@ func (b *Bench) epoch(ds DataInfo, a Arm, r *Run, profile string) error {
 		r.MountS = m.Ready.Seconds()
 		cpu0 = procCPU(m.PID)
 	}
+	infra0 := selfCPU() + procCPU(b.server.cmd.Process.Pid)
 	c, ru, cerr := b.consume(args...)
+	r.InfraCPU = selfCPU() + procCPU(b.server.cmd.Process.Pid) - infra0
 	if profDone != nil {
 		<-profDone
 	}
@@ -264,6 +268,15 @@ func (b *Bench) epoch(ds DataInfo, a Arm, r *Run, profile string) error {
 		return fmt.Errorf("read %d rows, the dataset has %d", c.Rows, ds.Rows())
 	}
 	return nil
+}
+
+// selfCPU is this process's CPU time so far (the proxy runs in it).
+func selfCPU() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
 }
 
 // warm reads every file of dir so its pages are cached.

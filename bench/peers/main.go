@@ -27,6 +27,7 @@
 //
 //	go run ./bench/peers run [flags]      the benchmark (bench/run.sh wraps it)
 //	go run ./bench/peers gen [flags]      only generate the data
+//	go run ./bench/peers report FILE.json     rewrite FILE.md and the plots from a run's JSON
 //	go run ./bench/peers proxy -upstream URL [-latency 20ms -bandwidth 80e6]
 //	                                       the shaping proxy alone, for manual runs
 //
@@ -48,7 +49,7 @@ func main() {
 	log.SetFlags(log.Ltime)
 	log.SetPrefix("bench-peers: ")
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: peers run|gen|consume|proxy [flags]")
+		fmt.Fprintln(os.Stderr, "usage: peers run|gen|consume|report|proxy [flags]")
 		os.Exit(2)
 	}
 	var err error
@@ -61,6 +62,8 @@ func main() {
 		err = consumeCmd(os.Args[2:])
 	case "proxy":
 		err = proxyMain(os.Args[2:])
+	case "report":
+		err = reportMain(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}

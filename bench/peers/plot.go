@@ -107,7 +107,7 @@ func barPlot(res Result, allArms []string, net, title, ylabel string, val func(A
 		p.Add(bars)
 		p.Legend.Add(ds.Name, bars)
 	}
-	p.Y.Max = math.Max(top*1.15, 0.1)
+	p.Y.Max = math.Max(top*1.3, 0.1) // room for the legend
 	p.Legend.Top = true
 	p.Add(plotter.NewGrid())
 	return p, true, nil

@@ -22,7 +22,7 @@ type Shape struct {
 // String describes the shape for reports.
 func (s Shape) String() string {
 	if s.Latency == 0 && s.Bandwidth == 0 {
-		return "loopback (no latency, no cap)"
+		return "no latency, no cap"
 	}
 	bw := "no cap"
 	if s.Bandwidth > 0 {

@@ -27,6 +27,7 @@ type Agg struct {
 	SamplesPS, MBps, TTFB float64 // medians over runs that read data
 	MountS                float64
 	DaemonCPU, ConsCPU    float64
+	InfraCPU              float64
 	HWM, ConsRSS          int64 // max over runs
 	GETs, Bytes           float64
 	Err                   string // the first failure
@@ -35,7 +36,7 @@ type Agg struct {
 // aggregate summarises the runs of (dataset, arm, net).
 func aggregate(runs []Run, ds, arm, net string) (Agg, bool) {
 	a := Agg{Arm: arm, Net: net}
-	var sps, mbps, ttfb, mnt, dcpu, ccpu, gets, bytes []float64
+	var sps, mbps, ttfb, mnt, dcpu, ccpu, icpu, gets, bytes []float64
 	found := false
 	for _, r := range runs {
 		if r.Dataset != ds || r.Arm != arm || r.Net != net {
@@ -56,11 +57,13 @@ func aggregate(runs []Run, ds, arm, net string) (Agg, bool) {
 		}
 		sps, mbps, ttfb = append(sps, r.SamplesPS), append(mbps, r.MBps), append(ttfb, r.TTFB)
 		mnt, dcpu, ccpu = append(mnt, r.MountS), append(dcpu, r.DaemonCPU), append(ccpu, r.ConsCPU)
+		icpu = append(icpu, r.InfraCPU)
 		gets, bytes = append(gets, float64(r.GETs)), append(bytes, float64(r.Bytes))
 		a.HWM, a.ConsRSS = max(a.HWM, r.DaemonHWM), max(a.ConsRSS, r.ConsumerRS)
 	}
 	a.SamplesPS, a.MBps, a.TTFB, a.MountS = median(sps), median(mbps), median(ttfb), median(mnt)
 	a.DaemonCPU, a.ConsCPU, a.GETs, a.Bytes = median(dcpu), median(ccpu), median(gets), median(bytes)
+	a.InfraCPU = median(icpu)
 	return a, found
 }
 
@@ -212,8 +215,8 @@ func Report(res Result) string {
 	arms := armOrder(res.Runs)
 	for _, ds := range res.Datasets {
 		p("\n## %s\n\n", ds.Name)
-		p("| arm | network | samples/s | MB/s | first batch (s) | mount (s) | daemon peak RSS | CPU s daemon + consumer | consumer peak RSS | GETs | bytes fetched ÷ dataset | runs |\n")
-		p("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+		p("| arm | network | samples/s | MB/s | first batch (s) | mount (s) | daemon peak RSS | CPU s daemon + consumer | CPU s server + proxy | consumer peak RSS | GETs | bytes fetched ÷ dataset | runs |\n")
+		p("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, net := range append(append([]string{}, res.Cfg.Nets...), "local") {
 			for _, arm := range arms {
 				a, ok := aggregate(res.Runs, ds.Name, arm, net)
@@ -235,8 +238,8 @@ func Report(res Result) string {
 				if net != "local" {
 					gets, bytes = fmt.Sprintf("%.0f", a.GETs), fmt.Sprintf("%.2f", a.Bytes/float64(ds.Bytes))
 				}
-				p("| %s | %s | %.0f | %.1f | %.2f | %.2f | %s | %.2f + %.2f | %d MiB | %s | %s | %s |\n", arm, net, a.SamplesPS, a.MBps, a.TTFB, a.MountS,
-					hwm, a.DaemonCPU, a.ConsCPU, a.ConsRSS>>20, gets, bytes, runs)
+				p("| %s | %s | %.0f | %.1f | %.2f | %.2f | %s | %.2f + %.2f | %.2f | %d MiB | %s | %s | %s |\n", arm, net, a.SamplesPS, a.MBps, a.TTFB, a.MountS,
+					hwm, a.DaemonCPU, a.ConsCPU, a.InfraCPU, a.ConsRSS>>20, gets, bytes, runs)
 			}
 		}
 	}
@@ -254,7 +257,7 @@ func Report(res Result) string {
 	}
 	p("\nColumns: samples/s and MB/s (Parquet bytes of the rows read ÷ time) over the consumer's epoch, from its start to its last batch " +
 		"(mount excluded); first batch: from the mount command's start (the consumer's start for sdk and direct) to the first batch touched; " +
-		"CPU: utime+stime of the FUSE daemon during the epoch and of the consumer process; GETs and bytes: object GETs through the proxy " +
+		"CPU: utime+stime of the FUSE daemon during the epoch and of the consumer process; server + proxy: versitygw's and the benchmark process's (which runs the proxy) during the epoch; GETs and bytes: object GETs through the proxy " +
 		"from mount to unmount (zenithfs with its index cached by the first mount). `bench/peers/README.md` explains the method.\n")
 	return w.String()
 }

@@ -176,7 +176,7 @@ func bench(cfg Config, dss []Dataset) error {
 		return err
 	}
 	defer proxy.Close()
-	b := &Bench{cfg: cfg, self: self, proxy: proxy, shapes: shapes,
+	b := &Bench{cfg: cfg, self: self, server: srv, proxy: proxy, shapes: shapes,
 		target: S3Target{Endpoint: proxy.URL, Bucket: "bench", Access: accessKey, Secret: secretKey, Region: region}}
 	res := Result{Cfg: cfg, Machine: machine(),
 		Shapes: []string{"remote: " + shapes["remote"].String(), "loopback: " + shapes["loopback"].String()}}
@@ -245,6 +245,11 @@ func bench(cfg Config, dss []Dataset) error {
 	if err := os.WriteFile(base+".json", js, 0o644); err != nil {
 		return err
 	}
+	return writeReport(res, base)
+}
+
+// writeReport writes BASE.md, BASE.png and BASE-ttfb.png.
+func writeReport(res Result, base string) error {
 	if err := os.WriteFile(base+".md", []byte(Report(res)), 0o644); err != nil {
 		return err
 	}
@@ -253,6 +258,23 @@ func bench(cfg Config, dss []Dataset) error {
 	}
 	log.Printf("wrote %s.{md,json,png}", base)
 	return nil
+}
+
+// reportMain is `peers report FILE.json`: the page and plots again from a
+// run's JSON (after a change to the report, without rerunning).
+func reportMain(args []string) error {
+	if len(args) != 1 || !strings.HasSuffix(args[0], ".json") {
+		return fmt.Errorf("usage: peers report FILE.json")
+	}
+	js, err := os.ReadFile(args[0])
+	if err != nil {
+		return err
+	}
+	var res Result
+	if err := json.Unmarshal(js, &res); err != nil {
+		return fmt.Errorf("%s: %w", args[0], err)
+	}
+	return writeReport(res, strings.TrimSuffix(args[0], ".json"))
 }
 
 func partialMark(r Run) string {
