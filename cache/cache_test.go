@@ -48,4 +48,3 @@ func TestHitAfterPutAndValueIntact(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 }
-

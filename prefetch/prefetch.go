@@ -110,8 +110,8 @@ type task struct {
 
 type counters struct {
 	requests, cacheHits, prefetchHits, inflightHits, misses atomic.Uint64
-	built, prefetched, wasted, cancelled, errors             atomic.Uint64
-	waitNanos                                                atomic.Int64
+	built, prefetched, wasted, cancelled, errors            atomic.Uint64
+	waitNanos                                               atomic.Int64
 }
 
 // New starts a Store and its workers.
