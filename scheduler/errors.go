@@ -13,4 +13,8 @@ var (
 	ErrPermission = errors.New("permission denied")
 	// ErrNotFound is returned for an unknown job.
 	ErrNotFound = errors.New("no such job")
+	// ErrTemporary is wrapped by a Runner whose Start failed for a reason
+	// that may pass (a Slurm controller briefly unreachable): the job stays
+	// PENDING and is tried again at the next heartbeat, instead of FAILED.
+	ErrTemporary = errors.New("cannot start now; will retry")
 )

@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"time"
@@ -203,6 +204,15 @@ func (s *Scheduler) dispatch(ctx context.Context) {
 		s.mu.Lock()
 		r.starting = false
 		r.Attempts++
+		if err != nil && errors.Is(err, ErrTemporary) {
+			s.release(r)
+			r.Attempts--
+			r.Reason = "waiting to start: " + err.Error()
+			s.persist(r)
+			s.log.Warn("job cannot start yet; will retry", "job", r.Spec.Name, "err", err)
+			s.mu.Unlock()
+			continue
+		}
 		if err != nil {
 			s.log.Warn("job failed to start", "job", r.Spec.Name, "err", err)
 			s.finish(r, RunStatus{State: Failed, ExitCode: -1, Reason: "cannot start: " + err.Error()})

@@ -144,7 +144,11 @@ func (r *Runner) Start(ctx context.Context, req scheduler.RunRequest) (scheduler
 	}
 	out, stderr, err := r.run(ctx, stdin, "sbatch", args...)
 	if err != nil {
-		if errors.Is(err, ErrUnavailable) || ctx.Err() != nil {
+		if errors.Is(err, ErrUnavailable) {
+			// The controller may be back by the next heartbeat: keep the job.
+			return "", fmt.Errorf("job %s: submit: %w: %w", req.Name, scheduler.ErrTemporary, err)
+		}
+		if ctx.Err() != nil {
 			return "", fmt.Errorf("job %s: submit: %w", req.Name, err)
 		}
 		if isRequestError(stderr) {

@@ -1,0 +1,54 @@
+package scheduler
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// flakyRunner refuses the first n starts with ErrTemporary, then runs jobs
+// as local processes.
+type flakyRunner struct {
+	*LocalRunner
+	refusals atomic.Int32
+}
+
+func (f *flakyRunner) Start(ctx context.Context, req RunRequest) (RunRef, error) {
+	if f.refusals.Add(-1) >= 0 {
+		return "", fmt.Errorf("controller down: %w", ErrTemporary)
+	}
+	return f.LocalRunner.Start(ctx, req)
+}
+
+func TestTemporaryStartFailureKeepsTheJobPending(t *testing.T) {
+	dir := t.TempDir()
+	r := &flakyRunner{LocalRunner: NewLocalRunner(LocalConfig{Workdir: dir})}
+	r.refusals.Store(2)
+	s, err := New(Config{StateDir: dir, GPUs: []GPU{{Index: 0, Name: "declared"}}, Runner: r, PollInterval: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(context.Background())
+	if _, err := s.Submit([]byte(`{"name":"j","command":["true"],"gpus":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		j, _ := s.Job("j")
+		if j.State == Completed {
+			if j.Attempts != 1 {
+				t.Fatalf("attempts %d after two refused starts, want 1", j.Attempts)
+			}
+			return
+		}
+		if j.State.Terminal() {
+			t.Fatalf("a temporary start failure ended the job: %s (%s)", j.State, j.Reason)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("job never started: %s (%s)", j.State, j.Reason)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
