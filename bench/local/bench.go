@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/zenithfs/zenithfs/bench/internal/benchkit"
 )
 
 // Row is one compared pair of arms: values per repetition (higher is
@@ -26,13 +28,13 @@ type Row struct {
 	Note     string  `json:"note,omitempty"`
 }
 
-// Ratio is median(arm) ÷ median(baseline).
+// Ratio is benchkit.Median(arm) ÷ benchkit.Median(baseline).
 func (r Row) Ratio() float64 {
-	b := median(r.BaseVals)
+	b := benchkit.Median(r.BaseVals)
 	if b == 0 {
 		return 0
 	}
-	return median(r.ArmVals) / b
+	return benchkit.Median(r.ArmVals) / b
 }
 
 // Met tells whether the goal is met; ok is false when the row has none.
@@ -41,7 +43,7 @@ func (r Row) Met() (met, ok bool) {
 		return false, false
 	}
 	if r.Fraction {
-		return median(r.ArmVals) <= r.Goal, true
+		return benchkit.Median(r.ArmVals) <= r.Goal, true
 	}
 	return r.Ratio() >= r.Goal, true
 }
@@ -213,14 +215,14 @@ func (b *bench) p3() error {
 		}
 		defer unmount(d, &err)
 		dc0, _ := d.CPU()
-		rc0 := selfCPU()
+		rc0 := benchkit.SelfCPU()
 		n, t, err := epochIPC(b.files)
 		if err != nil {
 			return err
 		}
 		dc1, _ := d.CPU()
 		daemonCPU = append(daemonCPU, (dc1 - dc0).Seconds())
-		readerCPU = append(readerCPU, (selfCPU() - rc0).Seconds())
+		readerCPU = append(readerCPU, (benchkit.SelfCPU() - rc0).Seconds())
 		cold = append(cold, sps(n, t))
 		if st, err := d.ReadStats(); err == nil {
 			waits = append(waits, st.Num("prefetch.reader_wait_seconds")/t.Seconds())
@@ -234,9 +236,9 @@ func (b *bench) p3() error {
 		return nil
 	}
 	baseArm := func() error {
-		c0 := selfCPU()
+		c0 := benchkit.SelfCPU()
 		n, t, err := parquetEpoch(b.src, b.res.BatchSize)
-		baseCPU = append(baseCPU, (selfCPU() - c0).Seconds())
+		baseCPU = append(baseCPU, (benchkit.SelfCPU() - c0).Seconds())
 		base = append(base, sps(n, t))
 		return err
 	}
@@ -259,7 +261,7 @@ func (b *bench) p3() error {
 			Arm: "mount + IPC decode", ArmVals: cold, Base: "Parquet decoded in-process", BaseVals: base, Goal: 1.0,
 			Note: fmt.Sprintf("daemon-reported reader wait = %.0f%% of the epoch; CPU per epoch (medians): "+
 				"daemon %.2f s + reader %.2f s, vs %.2f s for the in-process Parquet decode",
-				100*median(waits), median(daemonCPU), median(readerCPU), median(baseCPU))},
+				100*benchkit.Median(waits), benchkit.Median(daemonCPU), benchkit.Median(readerCPU), benchkit.Median(baseCPU))},
 		Row{ID: "P3w", Metric: "epoch, second on the same mount (cached)", Unit: "samples/s",
 			Arm: "mount + IPC decode", ArmVals: warm, Base: "Parquet decoded in-process", BaseVals: base, Goal: 1.0})
 	return nil
@@ -328,7 +330,7 @@ func (b *bench) p4() error {
 		Arm: fmt.Sprintf("--prefetch %d", b.c.Prefetch), ArmVals: on, Base: "--prefetch 0", BaseVals: off,
 		Note: fmt.Sprintf("with prefetch: daemon-reported reader wait = %.1f%% of the time; %.0f%% of the consumer's wait was in open(2), the rest in read(2); "+
 			"the same consumer again once every batch was in the daemon's cache (page cache evicted, no build running) waited %.1f%% (medians)",
-			100*median(daemonOn), 100*median(openShare), 100*median(cached))})
+			100*benchkit.Median(daemonOn), 100*benchkit.Median(openShare), 100*benchkit.Median(cached))})
 	return nil
 }
 
@@ -345,7 +347,7 @@ func (b *bench) uring() error {
 			modes[0], modes[1] = "off", "on"
 		}
 		for _, m := range modes {
-			if err := dropCaches(); err != nil {
+			if err := benchkit.DropCaches(); err != nil {
 				dropped, dropErr = false, err
 			}
 			o := b.base

@@ -12,8 +12,9 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/zenithfs/zenithfs/bench/internal/benchkit"
 )
 
 // MountOpts are the zenithfs flags a benchmark arm varies.
@@ -83,7 +84,7 @@ func mountOnce(o MountOpts) (*Daemon, error) {
 		return nil, fmt.Errorf("zenithfs %s: %w: %s", strings.Join(args, " "), err, bytes.TrimSpace(out))
 	}
 	d := &Daemon{Opts: o, MountDur: time.Since(start)}
-	d.PID, err = daemonPID(o.Mount)
+	d.PID, err = benchkit.DaemonPID(o.Mount)
 	if err != nil {
 		d.Unmount()
 		return nil, err
@@ -91,93 +92,27 @@ func mountOnce(o MountOpts) (*Daemon, error) {
 	return d, nil
 }
 
-// daemonPID finds the daemon serving mnt: the process started as
-// `zenithfs mount --foreground … mnt` (the daemonized child).
-func daemonPID(mnt string) (int, error) {
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return 0, fmt.Errorf("find daemon: %w", err)
-	}
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil {
-			continue
-		}
-		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
-		if len(args) < 3 || args[1] != "mount" || args[2] != "--foreground" || args[len(args)-1] != mnt {
-			continue
-		}
-		return pid, nil
-	}
-	return 0, fmt.Errorf("find daemon: no zenithfs process serves %s", mnt)
-}
-
 // Unmount unmounts and waits for the daemon to exit, so the next mount
 // of the same state dir does not race its locks.
 func (d *Daemon) Unmount() error {
-	out, err := exec.Command(d.Opts.Bin, "umount", d.Opts.Mount).CombinedOutput()
-	if err != nil {
-		err = fmt.Errorf("zenithfs umount %s: %w: %s", d.Opts.Mount, err, bytes.TrimSpace(out))
-	}
+	err := benchkit.Umount(d.Opts.Bin, d.Opts.Mount)
 	if d.PID > 0 {
 		deadline := time.Now().Add(20 * time.Second)
-		for processAlive(d.PID) && time.Now().Before(deadline) {
+		for benchkit.ProcessAlive(d.PID) && time.Now().Before(deadline) {
 			time.Sleep(20 * time.Millisecond)
 		}
-		if processAlive(d.PID) {
+		if benchkit.ProcessAlive(d.PID) {
 			return errors.Join(err, fmt.Errorf("daemon %d still running 20s after umount", d.PID))
 		}
 	}
 	return err
 }
 
-func processAlive(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	// A zombie (state Z) has exited; its parent (the short-lived mount
-	// command, now gone) will not reap it before init does.
-	s := string(b)
-	if i := strings.LastIndexByte(s, ')'); i >= 0 && i+2 < len(s) {
-		return s[i+2] != 'Z'
-	}
-	return true
-}
+// Memory is a daemon's resident memory now and at its peak, in bytes.
+type Memory = benchkit.Memory
 
-// Memory is the daemon's resident memory now and at its peak, in bytes.
-type Memory struct{ RSS, HWM int64 }
-
-// Memory reads VmRSS and VmHWM from /proc/PID/status.
-func (d *Daemon) Memory() (Memory, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", d.PID))
-	if err != nil {
-		return Memory{}, fmt.Errorf("daemon memory: %w", err)
-	}
-	var m Memory
-	for _, line := range strings.Split(string(b), "\n") {
-		k, v, ok := strings.Cut(line, ":")
-		if !ok {
-			continue
-		}
-		f := strings.Fields(v)
-		if len(f) != 2 || f[1] != "kB" {
-			continue
-		}
-		n, _ := strconv.ParseInt(f[0], 10, 64)
-		switch k {
-		case "VmRSS":
-			m.RSS = n << 10
-		case "VmHWM":
-			m.HWM = n << 10
-		}
-	}
-	return m, nil
-}
+// Memory reads the daemon's VmRSS and VmHWM from /proc/PID/status.
+func (d *Daemon) Memory() (Memory, error) { return benchkit.ProcMemory(d.PID) }
 
 // Stats is .zenith/stats decoded generically: the benchmark reads the
 // counters it knows and reports any io_uring/pread counters it finds,
@@ -255,51 +190,7 @@ func FormatCounters(m map[string]string) string {
 	return strings.Join(parts, ", ")
 }
 
-// dropCaches drops the kernel's page cache (and dentries and inodes), so
-// the next read of a source file comes from the disk. It reports whether
-// the kernel allowed it.
-func dropCaches() error {
-	syscall.Sync()
-	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3\n"), 0o200); err != nil {
-		return fmt.Errorf("drop caches: %w", err)
-	}
-	return nil
-}
-
 // CPU is the daemon's user+system CPU time so far.
 func (d *Daemon) CPU() (time.Duration, error) {
-	return procCPU(d.PID)
-}
-
-// procCPU reads utime+stime of a process from /proc/PID/stat.
-func procCPU(pid int) (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, fmt.Errorf("cpu of %d: %w", pid, err)
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("cpu of %d: malformed stat", pid)
-	}
-	f := strings.Fields(s[i+1:]) // f[0] is field 3 (state)
-	if len(f) < 13 {
-		return 0, fmt.Errorf("cpu of %d: malformed stat", pid)
-	}
-	ut, err1 := strconv.ParseInt(f[11], 10, 64) // field 14
-	st, err2 := strconv.ParseInt(f[12], 10, 64) // field 15
-	if err := errors.Join(err1, err2); err != nil {
-		return 0, fmt.Errorf("cpu of %d: %w", pid, err)
-	}
-	const ticks = 100 // USER_HZ on Linux
-	return time.Duration(ut+st) * time.Second / ticks, nil
-}
-
-// selfCPU is this process's user+system CPU time so far.
-func selfCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return benchkit.ProcCPU(d.PID)
 }

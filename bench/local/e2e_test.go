@@ -4,27 +4,18 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/zenithfs/zenithfs/bench/internal/benchkit"
 )
 
 // TestRunAgainstARealMount runs the whole benchmark, every arm, on tiny
 // data through real zenithfs mounts, and checks the results it writes.
 func TestRunAgainstARealMount(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: zenithfs mounts with DirectMount and the benchmark drops the page cache (CI runs as root)")
-	}
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		t.Skip("needs /dev/fuse (CI installs FUSE)")
-	}
-	bin := filepath.Join(t.TempDir(), "zenithfs")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/zenithfs")
-	build.Dir = filepath.Join("..", "..")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build zenithfs: %v\n%s", err, out)
-	}
+	benchkit.RequireRootFUSE(t, "zenithfs mounts with DirectMount and the benchmark drops the page cache")
+	bin := benchkit.BuildZenithfs(t)
 	work, out, profiles := t.TempDir(), t.TempDir(), t.TempDir()
 	err := cmdRun([]string{"-bin", bin, "-work", work, "-data", t.TempDir(), "-out", out, "-shm", t.TempDir(),
 		"-rows", "20000", "-row-group", "5000", "-batch-size", "2000", "-sweep", "5000",

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/zenithfs/zenithfs/bench/internal/benchkit"
 )
 
 // readArms are the P1/P2 measurements on one mounted dataset, in MB/s per
@@ -117,8 +119,12 @@ type SweepPoint struct {
 }
 
 // P1 and P2 are the point's ratios of medians.
-func (p SweepPoint) P1() float64 { return median(p.Warm) / max(median(p.Tmpfs), 1e-9) }
-func (p SweepPoint) P2() float64 { return median(p.Cold) / max(median(p.Tmpfs), 1e-9) }
+func (p SweepPoint) P1() float64 {
+	return benchkit.Median(p.Warm) / max(benchkit.Median(p.Tmpfs), 1e-9)
+}
+func (p SweepPoint) P2() float64 {
+	return benchkit.Median(p.Cold) / max(benchkit.Median(p.Tmpfs), 1e-9)
+}
 
 // parseInts parses a comma-separated list of positive integers.
 func parseInts(s string) ([]int, error) {

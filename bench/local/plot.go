@@ -2,23 +2,15 @@ package main
 
 import (
 	"fmt"
-	"image/color"
 	"math"
-	"os"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
-	"gonum.org/v1/plot/vg/vgimg"
-)
 
-var palette = []color.Color{
-	color.RGBA{R: 0x1f, G: 0x77, B: 0xb4, A: 0xff},
-	color.RGBA{R: 0xff, G: 0x7f, B: 0x0e, A: 0xff},
-	color.RGBA{R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff},
-	color.RGBA{R: 0xd6, G: 0x27, B: 0x28, A: 0xff},
-}
+	"github.com/zenithfs/zenithfs/bench/internal/benchkit"
+)
 
 // ratioIDs are the rows drawn as ratios, in order.
 var ratioIDs = []string{"P1", "P2", "P3", "P3w", "uring"}
@@ -41,24 +33,9 @@ func (r *Report) Plot(path string) error {
 	} else if ok {
 		plots = append(plots, sw)
 	}
-	w, h := vg.Length(len(plots))*6*vg.Inch, 4.5*vg.Inch
-	img := vgimg.New(w, h)
-	dc := draw.New(img)
 	tiles := draw.Tiles{Rows: 1, Cols: len(plots), PadX: vg.Millimeter * 6, PadY: vg.Millimeter * 4,
 		PadTop: vg.Millimeter * 2, PadBottom: vg.Millimeter * 2, PadLeft: vg.Millimeter * 2, PadRight: vg.Millimeter * 2}
-	canvases := plot.Align([][]*plot.Plot{plots}, tiles, dc)
-	for i, p := range plots {
-		p.Draw(canvases[0][i])
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if _, err := (vgimg.PngCanvas{Canvas: img}).WriteTo(f); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return benchkit.SavePNG(path, [][]*plot.Plot{plots}, vg.Length(len(plots))*6*vg.Inch, 4.5*vg.Inch, tiles)
 }
 
 func (r *Report) ratioPlot() (*plot.Plot, error) {
@@ -80,7 +57,7 @@ func (r *Report) ratioPlot() (*plot.Plot, error) {
 		if err != nil {
 			return nil, err
 		}
-		bars.Color = palette[i%len(palette)]
+		bars.Color = benchkit.Palette[i%len(benchkit.Palette)]
 		bars.LineStyle.Width = 0
 		bars.Offset = vg.Length(float64(i)-float64(n-1)/2) * width
 		p.Add(bars)
@@ -127,7 +104,7 @@ func (r *Report) waitPlot() (*plot.Plot, bool, error) {
 	for i, d := range r.Datasets {
 		names[i] = string(d.Kind)
 		if row, ok := findRow(d, "P4"); ok {
-			on[i], off[i] = 100*median(row.ArmVals), 100*median(row.BaseVals)
+			on[i], off[i] = 100*benchkit.Median(row.ArmVals), 100*benchkit.Median(row.BaseVals)
 			onName, offName = row.Arm, row.Base
 		}
 	}
@@ -144,7 +121,7 @@ func (r *Report) waitPlot() (*plot.Plot, bool, error) {
 		if err != nil {
 			return nil, false, err
 		}
-		bars.Color = palette[(i+2)%len(palette)]
+		bars.Color = benchkit.Palette[(i+2)%len(benchkit.Palette)]
 		bars.LineStyle.Width = 0
 		bars.Offset = vg.Length(float64(i)-0.5) * width
 		p.Add(bars)
@@ -207,7 +184,7 @@ func (r *Report) sweepPlot() (*plot.Plot, bool, error) {
 			if err != nil {
 				return nil, false, err
 			}
-			c := palette[(2*i+k)%len(palette)]
+			c := benchkit.Palette[(2*i+k)%len(benchkit.Palette)]
 			l.Color, sc.Color = c, c
 			p.Add(l, sc)
 			p.Legend.Add(fmt.Sprintf("%s (%s)", s.name, d.Kind), l, sc)

@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/zenithfs/zenithfs/bench/internal/benchkit"
 )
 
 // freeAddr returns a loopback address with a port nobody listens on now.
@@ -78,8 +80,8 @@ func (b *bench) profile() (err error) {
 		return Mount(o)
 	}
 	expect := func(id string) time.Duration {
-		if r, ok := findRow(b.res, id); ok && median(r.ArmVals) > 0 {
-			return time.Duration(float64(b.res.Spec.Rows) / median(r.ArmVals) * float64(time.Second))
+		if r, ok := findRow(b.res, id); ok && benchkit.Median(r.ArmVals) > 0 {
+			return time.Duration(float64(b.res.Spec.Rows) / benchkit.Median(r.ArmVals) * float64(time.Second))
 		}
 		return 2 * time.Second
 	}

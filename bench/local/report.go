@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/zenithfs/zenithfs/bench/internal/benchkit"
 )
 
 // Report is one benchmark run.
@@ -56,7 +58,7 @@ func (r *Report) Markdown(png string) string {
 	}
 	fmt.Fprintf(&b, "Mount flags: `--workers %d --prefetch %d --io-uring auto` unless the arm says otherwise; "+
 		"%d interleaved repetitions per arm, medians shown (all values in the JSON next to this file). "+
-		"Ratios are median(arm) ÷ median(baseline), throughputs (higher is better); "+
+		"Ratios are benchkit.Median(arm) ÷ benchkit.Median(baseline), throughputs (higher is better); "+
 		"P4 is the consumer's share of time spent waiting on data (lower is better). "+
 		"See bench/README.md for what each metric measures.\n\n", c.Workers, c.Prefetch, c.Reps)
 	fmt.Fprintf(&b, "| dataset | id | metric | arm | median | baseline | median | ratio | goal | met |\n")
@@ -86,7 +88,7 @@ func (r *Report) Markdown(png string) string {
 		fmt.Fprintf(&b, "| batch rows | files | mean file | tmpfs | warm (P1) | daemon cache (P2) | P1 | P2 |\n| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 		for _, p := range d.sweepPoints() {
 			fmt.Fprintf(&b, "| %d | %d | %s | %.0f MB/s | %.0f MB/s | %.0f MB/s | %.2f | %.2f |\n", p.BatchRows, p.Files,
-				kib(p.FileBytes), median(p.Tmpfs), median(p.Warm), median(p.Cold), p.P1(), p.P2())
+				kib(p.FileBytes), benchkit.Median(p.Tmpfs), benchkit.Median(p.Warm), benchkit.Median(p.Cold), p.P1(), p.P2())
 		}
 	}
 	fmt.Fprintf(&b, "\n![ratios](%s)\n\n", png)
@@ -100,7 +102,7 @@ func (r *Report) Markdown(png string) string {
 	fmt.Fprintf(&b, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, d := range r.Datasets {
 		fmt.Fprintf(&b, "| %s | %s | %d | %d | %d | %d | %s | %s | %.2f s |\n", d.Kind, mib(d.SourceBytes), d.Spec.Rows,
-			d.Spec.RowGroup, d.BatchSize, d.Files, mib(d.Bytes), d.IndexMount.Round(time.Millisecond), median(d.Mounts))
+			d.Spec.RowGroup, d.BatchSize, d.Files, mib(d.Bytes), d.IndexMount.Round(time.Millisecond), benchkit.Median(d.Mounts))
 	}
 	fmt.Fprintf(&b, "\n## Notes\n\n")
 	for _, d := range r.Datasets {
@@ -130,7 +132,7 @@ func fmtVal(r Row, v []float64) string {
 	if len(v) == 0 {
 		return "n/a"
 	}
-	m := median(v)
+	m := benchkit.Median(v)
 	switch {
 	case r.Fraction:
 		return fmt.Sprintf("%.1f %%", 100*m)
@@ -149,19 +151,6 @@ func kib(n int64) string {
 }
 
 func mib(n int64) string { return fmt.Sprintf("%d MiB", n>>20) }
-
-// median of v (0 for none); v is not modified.
-func median(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := slices.Clone(v)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
 
 // parseSize parses sizes like 512MiB, 1GiB, 64M, 1000 (bytes).
 func parseSize(s string) (int64, error) {

@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+
+	"github.com/zenithfs/zenithfs/bench/internal/benchkit"
 )
 
 // Arm is one way of reading a dataset.
@@ -68,7 +70,7 @@ type DataInfo struct {
 type Bench struct {
 	cfg    Config
 	self   string
-	server *server
+	server *benchkit.Versitygw
 	proxy  *Proxy
 	target S3Target
 	shapes map[string]Shape
@@ -162,7 +164,7 @@ func (b *Bench) epoch(ds DataInfo, a Arm, r *Run, profile string) error {
 	}
 	switch {
 	case a.Net == "local" && a.Cold:
-		if err := dropCaches(); err != nil {
+		if err := benchkit.DropCaches(); err != nil {
 			return err
 		}
 	case a.Net == "local":
@@ -229,17 +231,19 @@ func (b *Bench) epoch(ds DataInfo, a Arm, r *Run, profile string) error {
 	if m != nil {
 		start = m.Start
 		r.MountS = m.Ready.Seconds()
-		cpu0 = procCPU(m.PID)
+		cpu0 = benchkit.ProcCPUSeconds(m.PID)
 	}
-	infra0 := selfCPU() + procCPU(b.server.cmd.Process.Pid)
+	infra0 := benchkit.SelfCPU().Seconds() + benchkit.ProcCPUSeconds(b.server.Pid())
 	c, ru, cerr := b.consume(args...)
-	r.InfraCPU = selfCPU() + procCPU(b.server.cmd.Process.Pid) - infra0
+	r.InfraCPU = benchkit.SelfCPU().Seconds() + benchkit.ProcCPUSeconds(b.server.Pid()) - infra0
 	if profDone != nil {
 		<-profDone
 	}
 	if m != nil {
-		r.DaemonCPU = procCPU(m.PID) - cpu0
-		r.DaemonHWM = procHWM(m.PID)
+		r.DaemonCPU = benchkit.ProcCPUSeconds(m.PID) - cpu0
+		if mem, err := benchkit.ProcMemory(m.PID); err == nil {
+			r.DaemonHWM = mem.HWM
+		}
 		if uerr := m.Unmount(); uerr != nil && cerr == nil {
 			cerr = uerr
 		}
@@ -268,15 +272,6 @@ func (b *Bench) epoch(ds DataInfo, a Arm, r *Run, profile string) error {
 		return fmt.Errorf("read %d rows, the dataset has %d", c.Rows, ds.Rows())
 	}
 	return nil
-}
-
-// selfCPU is this process's CPU time so far (the proxy runs in it).
-func selfCPU() float64 {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
 }
 
 // warm reads every file of dir so its pages are cached.

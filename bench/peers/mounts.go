@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/zenithfs/zenithfs/bench/internal/benchkit"
 )
 
 // Mount is a running FUSE filesystem of one arm: its daemon's pid and how
@@ -27,10 +29,10 @@ type Mount struct {
 func (m *Mount) Unmount() error {
 	err := m.stop()
 	deadline := time.Now().Add(20 * time.Second)
-	for m.PID > 0 && processAlive(m.PID) && time.Now().Before(deadline) {
+	for m.PID > 0 && benchkit.ProcessAlive(m.PID) && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
-	if m.PID > 0 && processAlive(m.PID) {
+	if m.PID > 0 && benchkit.ProcessAlive(m.PID) {
 		_ = syscall.Kill(m.PID, syscall.SIGKILL)
 		err = errors.Join(err, fmt.Errorf("daemon %d still running 20s after unmount (killed)", m.PID))
 	}
@@ -68,35 +70,12 @@ func mountZenith(o ZenithOpts, dir string) (*Mount, error) {
 		return nil, fmt.Errorf("zenithfs %s: %w: %s", strings.Join(args, " "), err, bytes.TrimSpace(out))
 	}
 	m.Ready = time.Since(m.Start)
-	m.stop = func() error {
-		out, err := exec.Command(o.Bin, "umount", dir).CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("zenithfs umount %s: %w: %s", dir, err, bytes.TrimSpace(out))
-		}
-		return nil
-	}
-	if m.PID, err = zenithPID(dir); err != nil {
+	m.stop = func() error { return benchkit.Umount(o.Bin, dir) }
+	if m.PID, err = benchkit.DaemonPID(dir); err != nil {
 		_ = m.stop()
 		return nil, err
 	}
 	return m, nil
-}
-
-// zenithPID finds the daemon serving mnt: `zenithfs mount --foreground … mnt`.
-func zenithPID(mnt string) (int, error) {
-	ents, _ := os.ReadDir("/proc")
-	for _, ent := range ents {
-		pid, err := strconv.Atoi(ent.Name())
-		if err != nil {
-			continue
-		}
-		b, _ := os.ReadFile(filepath.Join("/proc", ent.Name(), "cmdline"))
-		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
-		if len(args) > 2 && args[1] == "mount" && args[2] == "--foreground" && args[len(args)-1] == mnt {
-			return pid, nil
-		}
-	}
-	return 0, fmt.Errorf("no zenithfs daemon serves %s", mnt)
 }
 
 // mountDaemon starts a FUSE daemon that stays in the foreground (s3fs -f,
@@ -237,63 +216,4 @@ func mountRclone(t S3Target, prefix, dir, work, cacheMode string) (*Mount, error
 	stop := m.stop
 	m.stop = func() error { err := stop(); _ = os.RemoveAll(cacheDir); return err }
 	return m, nil
-}
-
-func processAlive(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	s := string(b)
-	if i := strings.LastIndexByte(s, ')'); i >= 0 && i+2 < len(s) {
-		return s[i+2] != 'Z'
-	}
-	return true
-}
-
-// procCPU is a process's utime+stime so far, in seconds.
-func procCPU(pid int) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseFloat(f[11], 64)
-	st, _ := strconv.ParseFloat(f[12], 64)
-	return (ut + st) / 100 // USER_HZ
-}
-
-// procHWM is a process's peak resident set (VmHWM), in bytes.
-func procHWM(pid int) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
-			f := strings.Fields(v)
-			if len(f) > 0 {
-				n, _ := strconv.ParseInt(f[0], 10, 64)
-				return n << 10
-			}
-		}
-	}
-	return 0
-}
-
-// dropCaches empties the kernel's page cache (needs root).
-func dropCaches() error {
-	syscall.Sync()
-	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3\n"), 0o200); err != nil {
-		return fmt.Errorf("drop caches: %w", err)
-	}
-	return nil
 }

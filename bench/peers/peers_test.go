@@ -18,6 +18,8 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/parquet/file"
+
+	"github.com/zenithfs/zenithfs/bench/internal/benchkit"
 )
 
 // TestMain lets the test binary act as the consumer process the
@@ -278,21 +280,11 @@ func TestParseSize(t *testing.T) {
 // proxy, real zenithfs mounts (natural and view), the SDK arm and the local
 // arms, plus s3fs and rclone where installed; then checks the results.
 func TestRunEndToEnd(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: FUSE mounts with DirectMount and drop_caches (CI runs as root)")
-	}
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		t.Skip("needs /dev/fuse (CI installs FUSE)")
-	}
-	if _, err := findVersitygw(); err != nil {
+	benchkit.RequireRootFUSE(t, "FUSE mounts with DirectMount and drop_caches")
+	if _, err := benchkit.FindVersitygw(); err != nil {
 		t.Skipf("needs versitygw (CI installs it with scripts/s3-server.sh install): %v", err)
 	}
-	bin := filepath.Join(t.TempDir(), "zenithfs")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/zenithfs")
-	build.Dir = filepath.Join("..", "..")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build zenithfs: %v\n%s", err, out)
-	}
+	bin := benchkit.BuildZenithfs(t)
 	arms := "zenithfs,sdk,local"
 	for _, p := range [][2]string{{"s3fs", "s3fs"}, {"rclone", "rclone-full,rclone-off"}} {
 		if _, err := exec.LookPath(p[0]); err == nil {

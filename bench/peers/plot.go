@@ -2,24 +2,16 @@ package main
 
 import (
 	"fmt"
-	"image/color"
 	"math"
-	"os"
 	"strings"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
-	"gonum.org/v1/plot/vg/vgimg"
-)
 
-var palette = []color.Color{
-	color.RGBA{R: 0x1f, G: 0x77, B: 0xb4, A: 0xff},
-	color.RGBA{R: 0xff, G: 0x7f, B: 0x0e, A: 0xff},
-	color.RGBA{R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff},
-	color.RGBA{R: 0xd6, G: 0x27, B: 0x28, A: 0xff},
-}
+	"github.com/zenithfs/zenithfs/bench/internal/benchkit"
+)
 
 // Plot writes path (throughput per arm, one panel per network) and
 // path with "-ttfb" before ".png" (time to first batch per arm).
@@ -101,7 +93,7 @@ func barPlot(res Result, allArms []string, net, title, ylabel string, val func(A
 		if err != nil {
 			return nil, false, err
 		}
-		bars.Color = palette[i%len(palette)]
+		bars.Color = benchkit.Palette[i%len(benchkit.Palette)]
 		bars.LineStyle.Width = 0
 		bars.Offset = vg.Length(float64(i)-float64(n-1)/2) * width
 		p.Add(bars)
@@ -118,26 +110,11 @@ func savePanels(panels []*plot.Plot, path string) error {
 	if len(panels) == 0 {
 		return nil
 	}
-	w, h := 11*vg.Inch, vg.Length(len(panels))*4*vg.Inch
-	img := vgimg.New(w, h)
-	dc := draw.New(img)
 	tiles := draw.Tiles{Rows: len(panels), Cols: 1, PadX: vg.Millimeter * 4, PadY: vg.Millimeter * 6,
 		PadTop: vg.Millimeter * 2, PadBottom: vg.Millimeter * 2, PadLeft: vg.Millimeter * 2, PadRight: vg.Millimeter * 4}
 	grid := make([][]*plot.Plot, len(panels))
 	for i, p := range panels {
 		grid[i] = []*plot.Plot{p}
 	}
-	canvases := plot.Align(grid, tiles, dc)
-	for i, p := range panels {
-		p.Draw(canvases[i][0])
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if _, err := (vgimg.PngCanvas{Canvas: img}).WriteTo(f); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return benchkit.SavePNG(path, grid, 11*vg.Inch, vg.Length(len(panels))*4*vg.Inch, tiles)
 }

@@ -5,19 +5,16 @@ import (
 	"math"
 	"sort"
 	"strings"
+
+	"github.com/zenithfs/zenithfs/bench/internal/benchkit"
 )
 
+// median is benchkit.Median, NaN for none.
 func median(xs []float64) float64 {
 	if len(xs) == 0 {
 		return math.NaN()
 	}
-	s := append([]float64(nil), xs...)
-	sort.Float64s(s)
-	if n := len(s); n%2 == 1 {
-		return s[n/2]
-	} else {
-		return (s[n/2-1] + s[n/2]) / 2
-	}
+	return benchkit.Median(xs)
 }
 
 // Agg is one arm's runs on one dataset and network, summarised.

@@ -11,6 +11,8 @@ import (
 	"runtime"
 	"strings"
 	"time"
+
+	"github.com/zenithfs/zenithfs/bench/internal/benchkit"
 )
 
 // Config is a run's settings.
@@ -160,16 +162,16 @@ func bench(cfg Config, dss []Dataset) error {
 	if err != nil {
 		return err
 	}
-	vgw, err := findVersitygw()
+	vgw, err := benchkit.FindVersitygw()
 	if err != nil {
 		return err
 	}
-	setAWSEnv(cfg.Work)
-	srv, err := startServer(vgw, filepath.Join(cfg.Work, "s3"), filepath.Join(cfg.Work, "versitygw.log"))
+	benchkit.SetAWSEnv(cfg.Work, creds)
+	srv, err := benchkit.StartVersitygw(vgw, filepath.Join(cfg.Work, "s3"), filepath.Join(cfg.Work, "versitygw.log"), creds, 3*time.Second)
 	if err != nil {
 		return err
 	}
-	defer srv.stop()
+	defer srv.Stop()
 	shapes := map[string]Shape{"remote": {Latency: cfg.Latency, Bandwidth: cfg.Bandwidth}, "loopback": {}}
 	proxy, err := StartProxy(srv.Endpoint, shapes["loopback"])
 	if err != nil {
@@ -177,7 +179,7 @@ func bench(cfg Config, dss []Dataset) error {
 	}
 	defer proxy.Close()
 	b := &Bench{cfg: cfg, self: self, server: srv, proxy: proxy, shapes: shapes,
-		target: S3Target{Endpoint: proxy.URL, Bucket: "bench", Access: accessKey, Secret: secretKey, Region: region}}
+		target: S3Target{Endpoint: proxy.URL, Bucket: "bench", Access: creds.Access, Secret: creds.Secret, Region: creds.Region}}
 	res := Result{Cfg: cfg, Machine: machine(),
 		Shapes: []string{"remote: " + shapes["remote"].String(), "loopback: " + shapes["loopback"].String()}}
 	ctx := context.Background()

@@ -22,6 +22,8 @@ import (
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/zenithfs/zenithfs/bench/internal/benchkit"
 )
 
 // Epoch is one measured epoch of one arm.
@@ -45,7 +47,7 @@ type Epoch struct {
 // Env is what every arm needs.
 type Env struct {
 	Bin, Endpoint, Bucket string
-	Server                *server
+	Server                *benchkit.Versitygw
 	Client                *s3.Client
 	Work                  string
 	CacheSize             string
@@ -101,33 +103,8 @@ func (e *Env) mountS3(k Kind, mnt, state string, prefetch int, extra ...string) 
 	if err != nil {
 		return 0, 0, fmt.Errorf("zenithfs %s: %w: %s", strings.Join(args, " "), err, bytes.TrimSpace(out))
 	}
-	pid, err := daemonPID(mnt)
+	pid, err := benchkit.DaemonPID(mnt)
 	return pid, took, err
-}
-
-// daemonPID finds the foreground daemon serving mnt.
-func daemonPID(mnt string) (int, error) {
-	ents, _ := os.ReadDir("/proc")
-	for _, ent := range ents {
-		pid, err := strconv.Atoi(ent.Name())
-		if err != nil {
-			continue
-		}
-		b, _ := os.ReadFile(filepath.Join("/proc", ent.Name(), "cmdline"))
-		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
-		if len(args) > 2 && args[1] == "mount" && args[2] == "--foreground" && args[len(args)-1] == mnt {
-			return pid, nil
-		}
-	}
-	return 0, fmt.Errorf("no zenithfs daemon serves %s", mnt)
-}
-
-func (e *Env) umount(mnt string) error {
-	out, err := exec.Command(e.Bin, "umount", mnt).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("zenithfs umount %s: %w: %s", mnt, err, bytes.TrimSpace(out))
-	}
-	return nil
 }
 
 // IndexPass is the first mount of a dataset: listing, footers, and the
@@ -143,7 +120,7 @@ func (e *Env) indexPass(k Kind, state string) (IndexPass, error) {
 	if err != nil {
 		return IndexPass{}, err
 	}
-	defer e.umount(mnt)
+	defer benchkit.Umount(e.Bin, mnt)
 	st, err := readStats(mnt)
 	if err != nil {
 		return IndexPass{}, err
@@ -185,7 +162,7 @@ func (e *Env) zenithEpoch(k Kind, arm, state string, prefetch, rep int) (Epoch, 
 			log.Printf("profile: %v", err)
 		}
 	}()
-	defer e.umount(mnt)
+	defer benchkit.Umount(e.Bin, mnt)
 	before, err := readStats(mnt)
 	if err != nil {
 		return ep, err
@@ -201,7 +178,7 @@ func (e *Env) zenithEpoch(k Kind, arm, state string, prefetch, rep int) (Epoch, 
 	if err != nil {
 		return ep, fmt.Errorf("manifest: %w", err)
 	}
-	d0, s0, c0 := cpuSeconds(pid), cpuSeconds(e.Server.pid()), selfCPU()
+	d0, s0, c0 := benchkit.ProcCPUSeconds(pid), benchkit.ProcCPUSeconds(e.Server.Pid()), benchkit.SelfCPU().Seconds()
 	start := time.Now()
 	for i := 0; i < man.Batches; i++ {
 		b, err := os.ReadFile(filepath.Join(mnt, "d", fmt.Sprintf("%06d.arrow", i)))
@@ -223,7 +200,7 @@ func (e *Env) zenithEpoch(k Kind, arm, state string, prefetch, rep int) (Epoch, 
 		ep.Batches++
 	}
 	ep.Seconds = time.Since(start).Seconds()
-	ep.DaemonCPU, ep.ServerCPU, ep.SelfCPU = cpuSeconds(pid)-d0, cpuSeconds(e.Server.pid())-s0, selfCPU()-c0
+	ep.DaemonCPU, ep.ServerCPU, ep.SelfCPU = benchkit.ProcCPUSeconds(pid)-d0, benchkit.ProcCPUSeconds(e.Server.Pid())-s0, benchkit.SelfCPU().Seconds()-c0
 	after, err := readStats(mnt)
 	if err != nil {
 		return ep, err
@@ -263,7 +240,7 @@ func (e *Env) baselineEpoch(ctx context.Context, k Kind, parallel bool, rep int)
 			keys = append(keys, aws.ToString(o.Key))
 		}
 	}
-	s0, c0 := cpuSeconds(e.Server.pid()), selfCPU()
+	s0, c0 := benchkit.ProcCPUSeconds(e.Server.Pid()), benchkit.SelfCPU().Seconds()
 	start := time.Now()
 	for _, key := range keys {
 		out, err := e.Client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(e.Bucket), Key: aws.String(key)})
@@ -301,7 +278,7 @@ func (e *Env) baselineEpoch(ctx context.Context, k Kind, parallel bool, rep int)
 		pf.Close()
 	}
 	ep.Seconds = time.Since(start).Seconds()
-	ep.ServerCPU, ep.SelfCPU = cpuSeconds(e.Server.pid())-s0, selfCPU()-c0
+	ep.ServerCPU, ep.SelfCPU = benchkit.ProcCPUSeconds(e.Server.Pid())-s0, benchkit.SelfCPU().Seconds()-c0
 	if want := int64(k.Files) * k.Rows; ep.Rows != want {
 		return ep, fmt.Errorf("baseline decoded %d rows, want %d", ep.Rows, want)
 	}

@@ -2,29 +2,13 @@ package main
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
-)
 
-func TestMedian(t *testing.T) {
-	cases := []struct {
-		in   []float64
-		want float64
-	}{
-		{nil, 0},
-		{[]float64{3}, 3},
-		{[]float64{5, 1, 3}, 3},
-		{[]float64{4, 1, 3, 2}, 2.5},
-	}
-	for _, c := range cases {
-		if got := median(c.in); got != c.want {
-			t.Errorf("median(%v) = %v, want %v", c.in, got, c.want)
-		}
-	}
-}
+	"github.com/zenithfs/zenithfs/bench/internal/benchkit"
+)
 
 // TestBenchmarkEndToEnd runs the whole benchmark on tiny datasets: a real
 // versitygw, the real zenithfs binary, real mounts. It checks the report
@@ -33,13 +17,10 @@ func TestBenchmarkEndToEnd(t *testing.T) {
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		t.Skip("no /dev/fuse: the benchmark mounts zenithfs")
 	}
-	if _, err := findVersitygw(); err != nil {
+	if _, err := benchkit.FindVersitygw(); err != nil {
 		t.Fatal(err) // CI installs it (scripts/setup.sh)
 	}
-	bin := filepath.Join(t.TempDir(), "zenithfs")
-	if out, err := exec.Command("go", "build", "-o", bin, "../../cmd/zenithfs").CombinedOutput(); err != nil {
-		t.Fatalf("build zenithfs: %v\n%s", err, out)
-	}
+	bin := benchkit.BuildZenithfs(t)
 	out := t.TempDir()
 	cfg := Config{
 		Bin: bin, Data: t.TempDir(), Out: out, Work: t.TempDir(), Reps: 1, Prefetch: 4, CacheSize: "256MiB",

@@ -28,6 +28,8 @@ import (
 	"runtime"
 	"strings"
 	"time"
+
+	"github.com/zenithfs/zenithfs/bench/internal/benchkit"
 )
 
 // Config is the benchmark's settings.
@@ -116,16 +118,16 @@ func bench(cfg Config) error {
 		defer os.RemoveAll(w)
 		cfg.Work = w
 	}
-	bin, err := findVersitygw()
+	bin, err := benchkit.FindVersitygw()
 	if err != nil {
 		return err
 	}
-	setAWSEnv(cfg.Work)
-	srv, err := startServer(bin, filepath.Join(cfg.Work, "s3"), filepath.Join(cfg.Work, "versitygw.log"))
+	benchkit.SetAWSEnv(cfg.Work, creds)
+	srv, err := benchkit.StartVersitygw(bin, filepath.Join(cfg.Work, "s3"), filepath.Join(cfg.Work, "versitygw.log"), creds, 2*time.Second)
 	if err != nil {
 		return err
 	}
-	defer srv.stop()
+	defer srv.Stop()
 	ctx := context.Background()
 	client, err := newClient(ctx, srv.Endpoint)
 	if err != nil {

@@ -2,21 +2,10 @@ package main
 
 import (
 	"fmt"
-	"sort"
 	"strings"
-)
 
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := append([]float64(nil), xs...)
-	sort.Float64s(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
+	"github.com/zenithfs/zenithfs/bench/internal/benchkit"
+)
 
 // pick returns f of every epoch of kind and arm, in repetition order.
 func pick(res Result, kind, arm string, f func(Epoch) float64) []float64 {
@@ -62,8 +51,8 @@ func report(res Result) string {
 				continue
 			}
 			rows := float64(int64(k.Files) * k.Rows)
-			med := func(f func(Epoch) float64) float64 { return median(pick(res, k.Name, arm, f)) }
-			s := median(secs)
+			med := func(f func(Epoch) float64) float64 { return benchkit.Median(pick(res, k.Name, arm, f)) }
+			s := benchkit.Median(secs)
 			cpuD := "—"
 			wait := "—"
 			if strings.HasPrefix(arm, "zenithfs") {
@@ -95,7 +84,7 @@ func report(res Result) string {
 					per = append(per, fmt.Sprintf("%.2f", base[i]/z[i]))
 				}
 			}
-			w("| %s | %s | **%.2f** | %s |\n", k.Name, arm, median(base)/median(z), strings.Join(per, " "))
+			w("| %s | %s | **%.2f** | %s |\n", k.Name, arm, benchkit.Median(base)/benchkit.Median(z), strings.Join(per, " "))
 		}
 	}
 

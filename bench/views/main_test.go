@@ -2,27 +2,18 @@ package main
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/zenithfs/zenithfs/bench/internal/benchkit"
 )
 
 // TestRunAgainstARealMount runs every arm on tiny data through real
 // zenithfs mounts and checks the report it writes.
 func TestRunAgainstARealMount(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: zenithfs mounts with DirectMount (CI runs as root)")
-	}
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		t.Skip("needs /dev/fuse (CI installs FUSE)")
-	}
-	bin := filepath.Join(t.TempDir(), "zenithfs")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/zenithfs")
-	build.Dir = filepath.Join("..", "..")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build zenithfs: %v\n%s", err, out)
-	}
+	benchkit.RequireRootFUSE(t, "zenithfs mounts with DirectMount")
+	bin := benchkit.BuildZenithfs(t)
 	work, out := t.TempDir(), t.TempDir()
 	err := run(config{bin: bin, work: work, out: out, rows: 6000, rowGroup: 1000, batch: 256, reps: 1,
 		workers: 2, prefetch: 4, cacheSize: "64MiB", seed: 3})
