@@ -365,7 +365,7 @@ func (s *Snapshot) Record(ctx context.Context, k int) (arrow.RecordBatch, error)
 			parts = append(parts, rec.NewSlice(a, b))
 		}
 	}
-	rec, err := concat(s.schema, parts)
+	rec, err := format.ConcatRecords(s.schema, parts)
 	if err != nil {
 		return nil, fmt.Errorf("batch %d: %w", k, err)
 	}
@@ -385,11 +385,6 @@ func (s *Snapshot) segment(ctx context.Context, f *SourceFile, i int) (arrow.Rec
 		}
 		return rec, nil
 	})
-}
-
-// concat joins record slices into one record with the dataset schema.
-func concat(schema *arrow.Schema, parts []arrow.RecordBatch) (arrow.RecordBatch, error) {
-	return format.ConcatRecords(schema, parts)
 }
 
 // encode writes batch k as an Arrow IPC file to w.

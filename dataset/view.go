@@ -13,6 +13,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/compute"
 	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/zenithfs/zenithfs/format"
 	"github.com/zenithfs/zenithfs/source"
 	"golang.org/x/sync/errgroup"
 )
@@ -332,7 +333,7 @@ func (v *View) buildBlock(ctx context.Context, b int) ([]arrow.RecordBatch, erro
 	if err := v.verify(ctx, lo, hi); err != nil {
 		return nil, err
 	}
-	block, err := concat(v.snap.schema, parts)
+	block, err := format.ConcatRecords(v.snap.schema, parts)
 	if err != nil {
 		return nil, fmt.Errorf("block %d: %w", b, err)
 	}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,7 +15,6 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/ipc"
-	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/apache/arrow-go/v18/parquet"
 	"github.com/apache/arrow-go/v18/parquet/compress"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
@@ -25,6 +23,7 @@ import (
 
 	"github.com/zenithfs/zenithfs/cache"
 	"github.com/zenithfs/zenithfs/dataset"
+	"github.com/zenithfs/zenithfs/format"
 	"github.com/zenithfs/zenithfs/internal/s3test"
 	"github.com/zenithfs/zenithfs/internal/sampledata"
 	"github.com/zenithfs/zenithfs/prefetch"
@@ -507,22 +506,9 @@ func expectedRows(t *testing.T, files []pqFile, lo, hi int64) arrow.RecordBatch 
 		}
 		first += f.rows
 	}
-	schema := sampledata.MixedSchema()
-	cols := make([]arrow.Array, schema.NumFields())
-	var rows int64
-	for _, p := range parts {
-		rows += p.NumRows()
+	rec, err := format.ConcatRecords(sampledata.MixedSchema(), parts)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for c := range cols {
-		arrs := make([]arrow.Array, len(parts))
-		for i, p := range parts {
-			arrs[i] = p.Column(c)
-		}
-		col, err := array.Concatenate(arrs, memory.DefaultAllocator)
-		if err != nil {
-			t.Fatal(fmt.Errorf("concatenate %s: %w", schema.Field(c).Name, err))
-		}
-		cols[c] = col
-	}
-	return array.NewRecordBatch(schema, cols, rows)
+	return rec
 }

@@ -30,23 +30,22 @@ func (s State) Terminal() bool {
 
 // RunRequest is everything a Runner needs to start one attempt of a job.
 type RunRequest struct {
-	Name          string            // job name (validated)
-	Attempt       int               // 1 for the first run, 2 for the first retry, …
-	Command       []string          // argv; with Shell, a single shell string in Command[0] run by /bin/sh -c
-	Shell         bool              // run through /bin/sh -c
-	Env           map[string]string // extra environment (on top of the daemon's)
-	Workdir       string            // working directory; "" means the state dir's default
-	GPUs          []int             // GPU indices the scheduler allocated (local runner); nil for runners that allocate GPUs themselves
-	GPUCount      int               // GPUs requested
-	CPUs          int               // CPUs requested (0: unspecified)
-	MemoryBytes   int64             // memory requested (0: unspecified)
-	TimeLimit     time.Duration     // 0: none
-	LogPath       string            // file that receives stdout and stderr
-	Retries       int               // retries allowed (Slurm maps >0 to --requeue)
-	Nodes         int               // multi-node (Slurm); 0 or 1 for one node
-	TasksPerNode  int               // Slurm --ntasks-per-node; 0: unspecified
-	MountPoint    string            // exported as ZENITH_MOUNT
-	ExtraEnvNames []string          // reserved
+	Name         string            // job name (validated)
+	Attempt      int               // 1 for the first run, 2 for the first retry, …
+	Command      []string          // argv; with Shell, a single shell string in Command[0] run by /bin/sh -c
+	Shell        bool              // run through /bin/sh -c
+	Env          map[string]string // extra environment (on top of the daemon's)
+	Workdir      string            // working directory; "" means the state dir's default
+	GPUs         []int             // GPU indices the scheduler allocated (local runner); nil for runners that allocate GPUs themselves
+	GPUCount     int               // GPUs requested
+	CPUs         int               // CPUs requested (0: unspecified)
+	MemoryBytes  int64             // memory requested (0: unspecified)
+	TimeLimit    time.Duration     // 0: none
+	LogPath      string            // file that receives stdout and stderr
+	Retries      int               // retries allowed (Slurm maps >0 to --requeue)
+	Nodes        int               // multi-node (Slurm); 0 or 1 for one node
+	TasksPerNode int               // Slurm --ntasks-per-node; 0: unspecified
+	MountPoint   string            // exported as ZENITH_MOUNT
 }
 
 // RunRef identifies a started attempt so that it can be polled and cancelled,
