@@ -6,7 +6,7 @@ import (
 	"hash/fnv"
 	"strconv"
 	"strings"
-	"sync/atomic"
+	"sync"
 	"syscall"
 	"time"
 
@@ -35,7 +35,9 @@ type datasetDir struct {
 	timeout time.Duration
 	// passthrough: open handles offer a memfd for FUSE passthrough.
 	passthrough bool
-	seenGen     atomic.Uint64 // generation whose entries the kernel may hold
+
+	invMu  sync.Mutex
+	invGen uint64 // newest generation whose change the kernel has been told of
 }
 
 var (
@@ -45,26 +47,55 @@ var (
 )
 
 // snapshot checks the sources (rate-limited by the dataset) and, when the
-// generation moved on, invalidates the kernel's entries for this directory.
+// generation moved on, has the kernel's entries under this directory
+// dropped in the background: snapshot is called from lookups and readdirs,
+// which hold the directory's lock that the kernel's invalidation takes.
 func (d *datasetDir) snapshot(ctx context.Context) (*dataset.Snapshot, error) {
 	s, err := d.ds.Check(ctx)
 	if err != nil {
 		d.sh.errs.add(err.Error())
 		return nil, err
 	}
-	if old := d.seenGen.Swap(s.Gen); old != 0 && old != s.Gen {
-		d.sh.log.Info("dataset changed; invalidating kernel entries", "dataset", d.ds.Name, "generation", s.Gen)
-		go d.invalidate()
+	if d.stale(s.Gen) {
+		go d.invalidate(s.Gen)
 	}
 	return s, nil
 }
 
-// invalidate drops the kernel's cached entries of this directory's
-// children. It runs outside the request that noticed the change: notify
-// calls must not be made from inside a FUSE request on the same node.
-func (d *datasetDir) invalidate() {
-	for name := range d.Children() {
-		d.NotifyEntry(name)
+// stale reports whether the kernel may still hold entries of a generation
+// older than gen.
+func (d *datasetDir) stale(gen uint64) bool {
+	d.invMu.Lock()
+	defer d.invMu.Unlock()
+	return gen > d.invGen
+}
+
+// invalidate drops the kernel's cached entries (and with them the cached
+// sizes) of every file under this directory, views included, unless that
+// was already done for gen. It returns when the kernel has dropped them,
+// so it must not run inside a request that holds a lock on one of these
+// directories (lookup, readdir); an open holds none.
+func (d *datasetDir) invalidate(gen uint64) {
+	d.invMu.Lock()
+	defer d.invMu.Unlock()
+	if gen <= d.invGen {
+		return
+	}
+	if d.invGen != 0 {
+		d.sh.log.Info("dataset changed; invalidating kernel entries", "dataset", d.ds.Name, "generation", gen)
+		dropEntries(&d.Inode)
+	}
+	d.invGen = gen
+}
+
+// dropEntries makes the kernel forget the entry of every file under n.
+func dropEntries(n *gofs.Inode) {
+	for name, ch := range n.Children() {
+		if ch.IsDir() {
+			dropEntries(ch)
+			continue
+		}
+		n.NotifyEntry(name)
 	}
 }
 
@@ -239,7 +270,10 @@ func (f *batchFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 	}
 	if s.Gen != f.snap.Gen {
 		// The sources changed since the kernel looked this name up: make
-		// it look again (open retries the lookup on ESTALE).
+		// it look again (open retries the lookup on ESTALE), and have it
+		// forget the sizes of this generation's other files before the
+		// caller can stat them.
+		f.dir.invalidate(s.Gen)
 		return nil, 0, syscall.ESTALE
 	}
 	reader := f.reader
@@ -256,7 +290,9 @@ func (f *batchFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 		f.sh.log.Error("batch read failed", "file", f.Path(nil), "err", err)
 		f.sh.errs.add(fmt.Sprintf("read %s: %v", f.Path(nil), err))
 		if isChanged(err) {
-			f.dir.ds.Recheck(context.WithoutCancel(ctx))
+			if s, err := f.dir.ds.Recheck(context.WithoutCancel(ctx)); err == nil {
+				f.dir.invalidate(s.Gen)
+			}
 			return nil, 0, syscall.ESTALE
 		}
 		return nil, 0, toErrno(err)

@@ -197,9 +197,8 @@ func (v *viewsDir) counters(spec string) *viewCounters {
 type viewDir struct {
 	gofs.Inode
 	readOnlyDir
-	vs      *viewsDir
-	spec    dataset.ViewSpec
-	seenGen atomic.Uint64
+	vs   *viewsDir
+	spec dataset.ViewSpec
 }
 
 var (
@@ -208,20 +207,12 @@ var (
 	_ = (gofs.NodeGetattrer)((*viewDir)(nil))
 )
 
-// current returns the snapshot and this directory's view of it,
-// invalidating the kernel's entries when the generation moved on.
+// current returns the snapshot and this directory's view of it.
 func (vd *viewDir) current(ctx context.Context) (*dataset.Snapshot, *dataset.View, syscall.Errno) {
 	d := vd.vs.d
 	s, err := d.snapshot(ctx)
 	if err != nil {
 		return nil, nil, toErrno(err)
-	}
-	if old := vd.seenGen.Swap(s.Gen); old != 0 && old != s.Gen {
-		go func() {
-			for name := range vd.Children() {
-				vd.NotifyEntry(name)
-			}
-		}()
 	}
 	view, err := vd.vs.viewOf(s, vd.spec)
 	if err != nil {
