@@ -11,12 +11,13 @@ import (
 	"sync/atomic"
 
 	"github.com/dgraph-io/ristretto/v2"
+	"github.com/zenithfs/zenithfs/blob"
 )
 
-// Cache maps keys to immutable byte slices within a byte budget. It is safe
-// for concurrent use. Values must not be modified after Put.
+// Cache maps keys to immutable batch files (in memory, or memfds) within a
+// byte budget. It is safe for concurrent use.
 type Cache struct {
-	rc     *ristretto.Cache[string, []byte]
+	rc     *ristretto.Cache[string, *blob.Blob]
 	budget int64
 
 	hits, misses, puts, rejected, evictions atomic.Uint64
@@ -32,16 +33,16 @@ func New(budget int64) (*Cache, error) {
 	// ristretto wants ~10 counters per item it may hold; batch files are
 	// tens of KiB to MiBs, so 4 KiB per item is a generous lower bound.
 	counters := max(budget/4096*10, 10_000)
-	rc, err := ristretto.NewCache(&ristretto.Config[string, []byte]{
+	rc, err := ristretto.NewCache(&ristretto.Config[string, *blob.Blob]{
 		NumCounters:        counters,
 		MaxCost:            budget,
 		BufferItems:        64,
 		IgnoreInternalCost: true,
-		OnEvict: func(it *ristretto.Item[[]byte]) {
+		OnEvict: func(it *ristretto.Item[*blob.Blob]) {
 			c.evictions.Add(1)
 			c.evictedBytes.Add(uint64(it.Cost))
 		},
-		OnReject: func(it *ristretto.Item[[]byte]) { c.rejected.Add(1) },
+		OnReject: func(it *ristretto.Item[*blob.Blob]) { c.rejected.Add(1) },
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ristretto: %w", err)
@@ -51,7 +52,7 @@ func New(budget int64) (*Cache, error) {
 }
 
 // Get returns the value for key.
-func (c *Cache) Get(key string) ([]byte, bool) {
+func (c *Cache) Get(key string) (*blob.Blob, bool) {
 	b, ok := c.rc.Get(key)
 	if ok {
 		c.hits.Add(1)
@@ -67,16 +68,16 @@ func (c *Cache) Has(key string) bool {
 	return ok
 }
 
-// Put stores b under key (cost len(b)). A value larger than the budget is
+// Put stores b under key (cost b.Len()). A value larger than the budget is
 // not kept. The admission policy may decline a value; Put reports whether
 // it was accepted into the buffer. Put waits until the value is visible to
 // Get, so a read right after a Put hits.
-func (c *Cache) Put(key string, b []byte) bool {
-	if int64(len(b)) > c.budget {
+func (c *Cache) Put(key string, b *blob.Blob) bool {
+	if b.Len() > c.budget {
 		return false
 	}
 	c.puts.Add(1)
-	ok := c.rc.Set(key, b, max(int64(len(b)), 1))
+	ok := c.rc.Set(key, b, max(b.Len(), 1))
 	c.rc.Wait()
 	return ok
 }

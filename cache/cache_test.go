@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"testing"
+
+	"github.com/zenithfs/zenithfs/blob"
 )
 
 func TestBudgetRespectedUnderChurn(t *testing.T) {
@@ -14,7 +16,7 @@ func TestBudgetRespectedUnderChurn(t *testing.T) {
 	}
 	defer c.Close()
 	for i := 0; i < 2000; i++ {
-		c.Put(fmt.Sprintf("k%d", i), make([]byte, 64<<10+i))
+		c.Put(fmt.Sprintf("k%d", i), blob.Bytes(make([]byte, 64<<10+i)))
 		if i%10 == 0 {
 			c.Get(fmt.Sprintf("k%d", i/2)) // some re-use, so admission has frequencies to weigh
 		}
@@ -32,19 +34,28 @@ func TestHitAfterPutAndValueIntact(t *testing.T) {
 	c, _ := New(1 << 20)
 	defer c.Close()
 	v := bytes.Repeat([]byte("ab"), 1000)
-	c.Put("x", v)
+	c.Put("x", blob.Bytes(v))
 	got, ok := c.Get("x")
-	if !ok || !bytes.Equal(got, v) {
+	if !ok || !bytes.Equal(mustData(t, got), v) {
 		t.Fatalf("get after put: ok=%v", ok)
 	}
 	if _, ok := c.Get("y"); ok {
 		t.Fatal("hit on a key never put")
 	}
-	if c.Put("big", make([]byte, 2<<20)) {
+	if c.Put("big", blob.Bytes(make([]byte, 2<<20))) {
 		t.Fatal("accepted a value larger than the budget")
 	}
 	st := c.Stats()
 	if st.Hits != 1 || st.Misses != 1 {
 		t.Fatalf("stats %+v", st)
 	}
+}
+
+func mustData(t *testing.T, b *blob.Blob) []byte {
+	t.Helper()
+	d, err := b.Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
 }

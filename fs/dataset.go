@@ -13,6 +13,7 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
+	"github.com/zenithfs/zenithfs/blob"
 	"github.com/zenithfs/zenithfs/dataset"
 	"github.com/zenithfs/zenithfs/prefetch"
 )
@@ -300,29 +301,39 @@ func (f *batchFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 	if f.dir.passthrough {
 		return newPassthroughHandle(b), fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_NOFLUSH, 0
 	}
-	return &bytesHandle{data: b}, fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_NOFLUSH, 0
+	return &blobHandle{b: b}, fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_NOFLUSH, 0
 }
 
 // Read implements fs.NodeReader.
 func (f *batchFile) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	f.sh.fault("read", f.dir.ds.Name)
-	switch h := fh.(type) {
-	case *bytesHandle:
-		return h.read(dest, off), 0
+	var h *blobHandle
+	switch fh := fh.(type) {
+	case *blobHandle:
+		h = fh
 	case *passthroughHandle:
-		return h.read(dest, off), 0
+		h = &fh.blobHandle
+	default:
+		return nil, syscall.EBADF
 	}
-	return nil, syscall.EBADF
+	r, err := h.read(dest, off)
+	if err != nil {
+		f.sh.log.Error("batch read failed", "file", f.Path(nil), "err", err)
+		f.sh.errs.add(fmt.Sprintf("read %s: %v", f.Path(nil), err))
+		return nil, syscall.EIO
+	}
+	return r, 0
 }
 
-type bytesHandle struct{ data []byte }
+// blobHandle is an open file's bytes: one consistent copy for its lifetime.
+type blobHandle struct{ b *blob.Blob }
 
-func (h *bytesHandle) read(dest []byte, off int64) fuse.ReadResult {
-	if off >= int64(len(h.data)) {
-		return fuse.ReadResultData(nil)
+func (h *blobHandle) read(dest []byte, off int64) (fuse.ReadResult, error) {
+	d, err := h.b.Slice(dest, off, len(dest))
+	if err != nil {
+		return nil, err
 	}
-	end := min(off+int64(len(dest)), int64(len(h.data)))
-	return fuse.ReadResultData(h.data[off:end])
+	return fuse.ReadResultData(d), nil
 }
 
 // bytesFile is a small immutable file held in memory (schema, manifest).
@@ -353,10 +364,14 @@ func (f *bytesFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 	if flags&syscall.O_ACCMODE != syscall.O_RDONLY || flags&syscall.O_TRUNC != 0 {
 		return nil, 0, syscall.EROFS
 	}
-	return &bytesHandle{data: f.data}, fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_NOFLUSH, 0
+	return &blobHandle{b: blob.Bytes(f.data)}, fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_NOFLUSH, 0
 }
 
 // Read implements fs.NodeReader.
 func (f *bytesFile) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	return (&bytesHandle{data: f.data}).read(dest, off), 0
+	end := min(off+int64(len(dest)), int64(len(f.data)))
+	if off >= end {
+		return fuse.ReadResultData(nil), 0
+	}
+	return fuse.ReadResultData(f.data[off:end]), 0
 }

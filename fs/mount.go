@@ -12,6 +12,7 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
+	"github.com/zenithfs/zenithfs/blob"
 	"github.com/zenithfs/zenithfs/dataset"
 	"github.com/zenithfs/zenithfs/prefetch"
 	"github.com/zenithfs/zenithfs/scheduler"
@@ -21,14 +22,18 @@ import (
 type Batches interface {
 	// Get returns file k of view v. reader names whose read order this is,
 	// so that read-ahead follows it.
-	Get(ctx context.Context, v prefetch.View, k int, reader string) ([]byte, error)
+	Get(ctx context.Context, v prefetch.View, k int, reader string) (*blob.Blob, error)
 }
 
 // direct builds every batch on demand: no cache, no read-ahead.
 type direct struct{}
 
-func (direct) Get(ctx context.Context, v prefetch.View, k int, _ string) ([]byte, error) {
-	return v.Build(ctx, k)
+func (direct) Get(ctx context.Context, v prefetch.View, k int, _ string) (*blob.Blob, error) {
+	b, err := v.Build(ctx, k)
+	if err != nil {
+		return nil, err
+	}
+	return blob.Bytes(b), nil
 }
 
 // Config is what a mount serves.

@@ -19,8 +19,11 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/ipc"
 
+	"github.com/zenithfs/zenithfs/blob"
+	"github.com/zenithfs/zenithfs/cache"
 	"github.com/zenithfs/zenithfs/dataset"
 	"github.com/zenithfs/zenithfs/internal/sampledata"
+	"github.com/zenithfs/zenithfs/prefetch"
 	"github.com/zenithfs/zenithfs/source"
 )
 
@@ -284,41 +287,84 @@ func TestHandlerPanicIsEIOAndMountLives(t *testing.T) {
 	}
 }
 
+// TestPassthroughServesExactBytes: with passthrough, batch files read,
+// pread and mmap exactly their bytes, whether the handle makes a memfd of
+// its own (batches in memory) or the cache holds memfds (and evicts them:
+// a cache of ~3 batches, two passes over 5).
 func TestPassthroughServesExactBytes(t *testing.T) {
 	dir := t.TempDir()
 	if err := sampledata.WriteParquet(filepath.Join(dir, "a.parquet"), 3000, 1000); err != nil {
 		t.Fatal(err)
 	}
-	d := newDataset(t, "d", dir, 700)
-	var reads atomic.Int64
-	mnt := mountT(t, Config{Datasets: []*dataset.Dataset{d}, Passthrough: true, Faults: func(op, _ string) {
-		if op == "read" {
-			reads.Add(1)
-		}
-	}})
-	s, _ := d.Current()
-	for k := 0; k < s.NumBatches(); k++ {
-		want, err := s.Build(context.Background(), k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		p := filepath.Join(mnt, "d", batchName(k, s.NumBatches()))
-		got, err := os.ReadFile(p)
-		if err != nil || !bytes.Equal(got, want) {
-			t.Fatalf("%s: read %d bytes (%v), want %d identical", p, len(got), err, len(want))
-		}
-		f, err := os.Open(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		buf := make([]byte, 1000)
-		if n, _ := f.ReadAt(buf, 123); !bytes.Equal(buf[:n], want[123:123+n]) {
-			t.Fatalf("%s: pread differs", p)
-		}
-		mmapMatches(t, p, want)
-		f.Close()
+	cases := []struct {
+		name    string
+		batches func(t *testing.T, batchBytes int64) (Batches, *blob.Memfds)
+	}{
+		{"batches in memory", func(*testing.T, int64) (Batches, *blob.Memfds) { return nil, nil }},
+		{"memfds in the cache", func(t *testing.T, batchBytes int64) (Batches, *blob.Memfds) {
+			c, err := cache.New(3 * batchBytes)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m := blob.NewMemfds(4 * batchBytes)
+			pf, err := prefetch.New(prefetch.Options{Cache: c, Workers: 2, Depth: 2, PendingBytes: batchBytes,
+				Seal: func(b []byte) *blob.Blob {
+					x, err := m.New(b)
+					if err != nil {
+						t.Errorf("memfd: %v", err)
+					}
+					return x
+				}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { pf.Close(); c.Close() })
+			return pf, m
+		}},
 	}
-	t.Logf("reads that reached the daemon: %d (0 when the kernel passes reads through)", reads.Load())
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			d := newDataset(t, "d", dir, 700)
+			s, _ := d.Current()
+			size, _ := s.Size(0)
+			batches, memfds := c.batches(t, size)
+			var reads atomic.Int64
+			mnt := mountT(t, Config{Datasets: []*dataset.Dataset{d}, Batches: batches, Passthrough: true, Faults: func(op, _ string) {
+				if op == "read" {
+					reads.Add(1)
+				}
+			}})
+			for pass := 0; pass < 2; pass++ {
+				for k := 0; k < s.NumBatches(); k++ {
+					want, err := s.Build(context.Background(), k)
+					if err != nil {
+						t.Fatal(err)
+					}
+					p := filepath.Join(mnt, "d", batchName(k, s.NumBatches()))
+					got, err := os.ReadFile(p)
+					if err != nil || !bytes.Equal(got, want) {
+						t.Fatalf("pass %d %s: read %d bytes (%v), want %d identical", pass, p, len(got), err, len(want))
+					}
+					f, err := os.Open(p)
+					if err != nil {
+						t.Fatal(err)
+					}
+					buf := make([]byte, 1000)
+					if n, _ := f.ReadAt(buf, 123); !bytes.Equal(buf[:n], want[123:123+n]) {
+						t.Fatalf("%s: pread differs", p)
+					}
+					mmapMatches(t, p, want)
+					f.Close()
+				}
+			}
+			if memfds != nil {
+				if st := memfds.Stats(); st.Made < uint64(s.NumBatches()) || st.Failed != 0 {
+					t.Fatalf("memfds %+v: want one made per batch at least, none failed", st)
+				}
+			}
+			t.Logf("reads that reached the daemon: %d (0 when the kernel passes reads through)", reads.Load())
+		})
+	}
 }
 
 // mmapMatches maps p in another process and compares what it sees with

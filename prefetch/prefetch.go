@@ -43,6 +43,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/zenithfs/zenithfs/blob"
 	"github.com/zenithfs/zenithfs/cache"
 )
 
@@ -54,6 +55,9 @@ type Options struct {
 	PendingBytes int64         // budget for built-but-unread speculative batches (default 64 MiB)
 	IdleTimeout  time.Duration // a reader idle this long loses its speculative work (default 30s)
 	Logger       *slog.Logger
+	// Seal turns a built file into what the cache holds (e.g. a memfd for
+	// FUSE passthrough); nil keeps the bytes in memory.
+	Seal func([]byte) *blob.Blob
 }
 
 // Store is the read-through batch store. It is safe for concurrent use.
@@ -88,14 +92,14 @@ type reader struct {
 }
 
 type pendingEntry struct {
-	b      []byte
+	b      *blob.Blob
 	reader string
 	at     time.Time
 }
 
 type call struct {
 	done chan struct{}
-	b    []byte
+	b    *blob.Blob
 	err  error
 	spec bool // started as speculative work
 }
@@ -131,6 +135,9 @@ func New(opts Options) (*Store, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	if opts.Seal == nil {
+		opts.Seal = blob.Bytes
+	}
 	s := &Store{opts: opts, cache: opts.Cache, log: opts.Logger, readers: map[string]*reader{},
 		pending: map[string]*pendingEntry{}, inflight: map[string]*call{}}
 	s.cond = sync.NewCond(&s.mu)
@@ -158,14 +165,14 @@ func (s *Store) Close() {
 // Get returns file k of view v for reader, from the pending buffer, the
 // cache, an in-flight build, or by building it now; then schedules the
 // reader's read-ahead.
-func (s *Store) Get(ctx context.Context, v View, k int, readerName string) ([]byte, error) {
+func (s *Store) Get(ctx context.Context, v View, k int, readerName string) (*blob.Blob, error) {
 	s.st.requests.Add(1)
 	key := v.Key(k)
 	s.mu.Lock()
 	s.noteRead(readerName, v, k)
 	if p, ok := s.pending[key]; ok {
 		delete(s.pending, key)
-		s.pendingBytes -= int64(len(p.b))
+		s.pendingBytes -= p.b.Len()
 		s.scheduleLocked(readerName)
 		s.mu.Unlock()
 		s.st.prefetchHits.Add(1)
@@ -197,7 +204,7 @@ func (s *Store) Get(ctx context.Context, v View, k int, readerName string) ([]by
 			s.mu.Lock()
 			if p, ok := s.pending[key]; ok { // its result went to pending: take it
 				delete(s.pending, key)
-				s.pendingBytes -= int64(len(p.b))
+				s.pendingBytes -= p.b.Len()
 			}
 			s.mu.Unlock()
 			s.cache.Put(key, c.b)
@@ -211,7 +218,7 @@ func (s *Store) Get(ctx context.Context, v View, k int, readerName string) ([]by
 	s.scheduleLocked(readerName)
 	s.mu.Unlock()
 
-	c.b, c.err = v.Build(ctx, k)
+	c.b, c.err = s.build(ctx, v, k)
 	if c.err == nil {
 		// Into the cache before leaving the in-flight table, so that no
 		// request falls between the two and builds it again.
@@ -227,6 +234,14 @@ func (s *Store) Get(ctx context.Context, v View, k int, readerName string) ([]by
 	s.mu.Unlock()
 	close(c.done)
 	return c.b, c.err
+}
+
+func (s *Store) build(ctx context.Context, v View, k int) (*blob.Blob, error) {
+	b, err := v.Build(ctx, k)
+	if err != nil {
+		return nil, err
+	}
+	return s.opts.Seal(b), nil
 }
 
 // noteRead updates the reader's position; a jump cancels its speculation.
@@ -282,7 +297,7 @@ func (s *Store) dropPendingLocked(name string) {
 	for key, p := range s.pending {
 		if p.reader == name {
 			delete(s.pending, key)
-			s.pendingBytes -= int64(len(p.b))
+			s.pendingBytes -= p.b.Len()
 			s.st.wasted.Add(1)
 		}
 	}
@@ -337,7 +352,7 @@ func (s *Store) worker() {
 		s.mu.Lock()
 		c := s.inflight[t.key]
 		s.mu.Unlock()
-		c.b, c.err = t.v.Build(t.ctx, t.k)
+		c.b, c.err = s.build(t.ctx, t.v, t.k)
 		s.mu.Lock()
 		delete(s.inflight, t.key)
 		switch {
@@ -351,7 +366,7 @@ func (s *Store) worker() {
 			s.st.prefetched.Add(1)
 			if s.readers[t.reader] != nil && t.ctx.Err() == nil {
 				s.pending[t.key] = &pendingEntry{b: c.b, reader: t.reader, at: time.Now()}
-				s.pendingBytes += int64(len(c.b))
+				s.pendingBytes += c.b.Len()
 			} else {
 				s.st.wasted.Add(1)
 			}
@@ -394,7 +409,7 @@ func (s *Store) sweep(now time.Time) {
 	for key, p := range s.pending {
 		if now.Sub(p.at) > s.opts.IdleTimeout {
 			delete(s.pending, key)
-			s.pendingBytes -= int64(len(p.b))
+			s.pendingBytes -= p.b.Len()
 			s.st.wasted.Add(1)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/zenithfs/zenithfs/blob"
 	"github.com/zenithfs/zenithfs/cache"
 )
 
@@ -43,12 +44,16 @@ func (v *memView) count(k int) int32 {
 }
 
 func newStore(t *testing.T, depth int) *Store {
+	return newStoreSealed(t, depth, nil)
+}
+
+func newStoreSealed(t *testing.T, depth int, seal func([]byte) *blob.Blob) *Store {
 	t.Helper()
 	c, err := cache.New(64 << 20)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(Options{Cache: c, Workers: 2, Depth: depth, IdleTimeout: time.Minute})
+	s, err := New(Options{Cache: c, Workers: 2, Depth: depth, IdleTimeout: time.Minute, Seal: seal})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,8 +66,8 @@ func TestSequentialReaderIsServedByPrefetch(t *testing.T) {
 	v := &memView{n: 40, delay: 2 * time.Millisecond}
 	for k := 0; k < v.n; k++ {
 		b, err := s.Get(context.Background(), v, k, "r1")
-		if err != nil || string(b) != strconv.Itoa(k) {
-			t.Fatalf("batch %d: %q %v", k, b, err)
+		if err != nil || text(b) != strconv.Itoa(k) {
+			t.Fatalf("batch %d: %q %v", k, text(b), err)
 		}
 		time.Sleep(5 * time.Millisecond) // the consumer's compute time
 	}
@@ -85,8 +90,8 @@ func TestConcurrentReadersBuildOnce(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if b, err := s.Get(context.Background(), v, 1, fmt.Sprintf("r%d", i)); err != nil || string(b) != "1" {
-				t.Errorf("get: %q %v", b, err)
+			if b, err := s.Get(context.Background(), v, 1, fmt.Sprintf("r%d", i)); err != nil || text(b) != "1" {
+				t.Errorf("get: %q %v", text(b), err)
 			}
 		}()
 	}
@@ -148,5 +153,50 @@ func TestPrefetchDisabled(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 	if v.count(1) != 0 {
 		t.Fatal("depth 0 still read ahead")
+	}
+}
+
+// text is a blob's bytes as a string ("" for nil).
+func text(b *blob.Blob) string {
+	if b == nil {
+		return ""
+	}
+	d, err := b.Data()
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	return string(d)
+}
+
+// TestMemfdSealedBatches: with Seal making memfds, every batch comes back
+// as a memfd holding exactly its bytes, from the cache, the pending buffer
+// and direct builds alike.
+func TestMemfdSealedBatches(t *testing.T) {
+	m := blob.NewMemfds(64 << 20)
+	var sealErr atomic.Pointer[error]
+	s := newStoreSealed(t, 4, func(b []byte) *blob.Blob {
+		x, err := m.New(b)
+		if err != nil {
+			sealErr.Store(&err)
+		}
+		return x
+	})
+	v := &memView{n: 20, delay: time.Millisecond}
+	for pass := 0; pass < 2; pass++ {
+		for k := 0; k < v.n; k++ {
+			b, err := s.Get(context.Background(), v, k, "r1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p := sealErr.Load(); p != nil {
+				t.Fatalf("memfd: %v", *p)
+			}
+			if b.File() == nil || text(b) != strconv.Itoa(k) {
+				t.Fatalf("pass %d batch %d: memfd %v, bytes %q", pass, k, b.File() != nil, text(b))
+			}
+		}
+	}
+	if st := m.Stats(); st.Made != uint64(v.n) || st.Failed != 0 {
+		t.Fatalf("memfds: %+v, want %d made once each", st, v.n)
 	}
 }

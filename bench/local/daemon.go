@@ -29,6 +29,9 @@ type MountOpts struct {
 	Prefetch  int
 	Workers   int
 	IOUring   string
+	// Passthrough adds --passthrough (cached batches as memfds the kernel
+	// reads itself).
+	Passthrough bool
 	// MetricsAddr, when set, enables the daemon's metrics and pprof
 	// endpoint (used only by -profile).
 	MetricsAddr string
@@ -76,6 +79,9 @@ func mountOnce(o MountOpts) (*Daemon, error) {
 	}
 	if o.MetricsAddr != "" {
 		args = append(args, "--metrics-addr", o.MetricsAddr)
+	}
+	if o.Passthrough {
+		args = append(args, "--passthrough")
 	}
 	args = append(args, o.Mount)
 	start := time.Now()

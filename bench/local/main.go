@@ -51,12 +51,14 @@ type Config struct {
 	Prefetch  int
 	Compute   time.Duration
 	Spin      bool
-	P4Batches int
-	Arms      map[string]bool
-	Sweep     []int  // batch sizes of the P1/P2 sweep (table only)
-	Profile   string // directory for daemon CPU profiles; empty: none
-	Date      string
-	Command   string // how it was invoked, for the report
+	// Passthrough mounts every arm with --passthrough.
+	Passthrough bool
+	P4Batches   int
+	Arms        map[string]bool
+	Sweep       []int  // batch sizes of the P1/P2 sweep (table only)
+	Profile     string // directory for daemon CPU profiles; empty: none
+	Date        string
+	Command     string // how it was invoked, for the report
 }
 
 func main() {
@@ -166,6 +168,7 @@ func cmdRun(args []string) error {
 	fs.IntVar(&c.Prefetch, "prefetch", 8, "--prefetch of the mounts (P4 compares it with 0)")
 	fs.DurationVar(&c.Compute, "compute", 10*time.Millisecond, "P4: compute time per batch")
 	fs.BoolVar(&c.Spin, "spin", false, "P4: busy-wait the compute time instead of sleeping")
+	fs.BoolVar(&c.Passthrough, "passthrough", false, "mount with --passthrough (cached batches as memfds read by the kernel)")
 	fs.IntVar(&c.P4Batches, "p4-batches", 150, "P4: batches each consumer run reads (0: all)")
 	sweep := fs.String("sweep", "1024,4096,65536", "table only: batch sizes at which P1/P2 are measured again (empty: none)")
 	arms := fs.String("arms", "p1p2,p3,p4,uring", "arms to run: p1p2, p3, p4, uring (profile is added by -profile)")

@@ -56,11 +56,15 @@ func (r *Report) Markdown(png string) string {
 	if r.Error != "" {
 		fmt.Fprintf(&b, "**Incomplete run**: %s\n\n", r.Error)
 	}
-	fmt.Fprintf(&b, "Mount flags: `--workers %d --prefetch %d --io-uring auto` unless the arm says otherwise; "+
+	pt := ""
+	if c.Passthrough {
+		pt = " --passthrough"
+	}
+	fmt.Fprintf(&b, "Mount flags: `--workers %d --prefetch %d --io-uring auto%s` unless the arm says otherwise; "+
 		"%d interleaved repetitions per arm, medians shown (all values in the JSON next to this file). "+
-		"Ratios are benchkit.Median(arm) ÷ benchkit.Median(baseline), throughputs (higher is better); "+
+		"Ratios are median(arm) ÷ median(baseline), throughputs (higher is better); "+
 		"P4 is the consumer's share of time spent waiting on data (lower is better). "+
-		"See bench/README.md for what each metric measures.\n\n", c.Workers, c.Prefetch, c.Reps)
+		"See bench/README.md for what each metric measures.\n\n", c.Workers, c.Prefetch, pt, c.Reps)
 	fmt.Fprintf(&b, "| dataset | id | metric | arm | median | baseline | median | ratio | goal | met |\n")
 	fmt.Fprintf(&b, "| --- | --- | --- | --- | ---: | --- | ---: | ---: | --- | --- |\n")
 	for _, d := range r.Datasets {
@@ -92,7 +96,7 @@ func (r *Report) Markdown(png string) string {
 		}
 	}
 	fmt.Fprintf(&b, "\n![ratios](%s)\n\n", png)
-	fmt.Fprintf(&b, "## Daemon memory\n\n| dataset | mounts | --cache-size | peak RSS (VmHWM) | peak ÷ budget |\n| --- | --- | ---: | ---: | ---: |\n")
+	fmt.Fprintf(&b, "## Daemon memory\n\n| dataset | mounts | --cache-size | peak RSS (VmHWM) + memfds | peak ÷ budget |\n| --- | --- | ---: | ---: | ---: |\n")
 	for _, d := range r.Datasets {
 		for _, m := range d.Memory {
 			fmt.Fprintf(&b, "| %s | %s | %s | %s | %.2f |\n", d.Kind, m.Arms, mib(m.Budget), mib(m.HWM), float64(m.HWM)/float64(max(m.Budget, 1)))

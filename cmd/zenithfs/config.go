@@ -32,7 +32,9 @@ type Config struct {
 	LogFile     string          `yaml:"log_file"`
 	AllowOther  bool            `yaml:"allow_other"`
 	Debug       bool            `yaml:"debug"`
-	Passthrough bool            `yaml:"passthrough"`
+	Passthrough bool            `yaml:"-"`
+	// PassthroughYAML is the file's passthrough setting, when it has one.
+	PassthroughYAML *bool `yaml:"passthrough"`
 	// CheckInterval is the least time between two checks of a dataset's sources.
 	CheckInterval string `yaml:"check_interval"`
 	// Forbidden command patterns for job specs (regular expressions).
@@ -85,7 +87,7 @@ func parseMountArgs(args []string) (*Config, error) {
 	fs.StringVar(&c.LogFile, "log-file", "", "daemon log file (default STATE_DIR/zenithfs.log)")
 	fs.BoolVar(&c.AllowOther, "allow-other", false, "let other users access the mount")
 	fs.BoolVar(&c.Debug, "debug", false, "log every FUSE request")
-	fs.BoolVar(&c.Passthrough, "passthrough", false, "let the kernel read cached batches from memfds (FUSE passthrough; root, Linux ≥ 6.9)")
+	fs.BoolVar(&c.Passthrough, "passthrough", true, "cache batches as memfds that the kernel reads itself (FUSE passthrough; needs root and Linux ≥ 6.9, else off); --passthrough=false serves every read from the daemon")
 	fs.StringVar(&c.CheckInterval, "check-interval", "1s", "least time between source-change checks")
 	if err := fs.Parse(args); err != nil {
 		return nil, fmt.Errorf("%v (see zenithfs mount -h)", err)
@@ -165,6 +167,12 @@ func merge(c, f *Config, set map[string]bool) {
 	}
 	if f.AllowOther {
 		c.AllowOther = true
+	}
+	if f.Debug {
+		c.Debug = true
+	}
+	if f.PassthroughYAML != nil {
+		pick("passthrough", func() { c.Passthrough = *f.PassthroughYAML })
 	}
 	c.Forbidden = append(c.Forbidden, f.Forbidden...)
 }
@@ -281,3 +289,8 @@ func (d DatasetConfig) arrowSchema() (*arrow.Schema, error) {
 	}
 	return arrow.NewSchema(fields, nil), nil
 }
+
+// passthrough reports whether batch files are served by FUSE passthrough:
+// asked for, and possible (go-fuse registers backing files only for a
+// privileged daemon).
+func (c *Config) passthrough() bool { return c.Passthrough && os.Geteuid() == 0 }

@@ -149,16 +149,15 @@ func serve(cfg *Config, n *notifier) error {
 		defer stop()
 	}
 	srv, err := zfs.Mount(cfg.MountPoint, zfs.Config{
-		Datasets:   w.datasets,
-		Batches:    w.batches,
-		Scheduler:  sched,
-		Stats:      w.statsJSON,
-		Logger:     log,
-		Owner:      uint32(os.Getuid()),
-		AllowOther: cfg.AllowOther,
-		Debug:      cfg.Debug,
-		// go-fuse registers backing files only for a privileged daemon.
-		Passthrough: cfg.Passthrough && os.Geteuid() == 0,
+		Datasets:    w.datasets,
+		Batches:     w.batches,
+		Scheduler:   sched,
+		Stats:       w.statsJSON,
+		Logger:      log,
+		Owner:       uint32(os.Getuid()),
+		AllowOther:  cfg.AllowOther,
+		Debug:       cfg.Debug,
+		Passthrough: cfg.passthrough(),
 	})
 	if err != nil {
 		return fmt.Errorf("mount %s: %w", cfg.MountPoint, err)

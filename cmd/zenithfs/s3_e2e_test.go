@@ -100,17 +100,23 @@ func readEpoch(t *testing.T, dir string) epoch {
 
 func s3Stats(t *testing.T, mnt string) []source.S3Stats {
 	t.Helper()
+	var st struct {
+		S3 []source.S3Stats `json:"s3"`
+	}
+	readStats(t, mnt, &st)
+	return st.S3
+}
+
+// readStats decodes the mount's .zenith/stats into v.
+func readStats(t *testing.T, mnt string, v any) {
+	t.Helper()
 	b, err := os.ReadFile(filepath.Join(mnt, ".zenith", "stats"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var st struct {
-		S3 []source.S3Stats `json:"s3"`
-	}
-	if err := json.Unmarshal(b, &st); err != nil {
+	if err := json.Unmarshal(b, v); err != nil {
 		t.Fatalf(".zenith/stats: %v\n%s", err, b)
 	}
-	return st.S3
 }
 
 func TestS3MountEndToEnd(t *testing.T) {

@@ -7,8 +7,10 @@ import (
 	"log/slog"
 	"os"
 	"runtime/debug"
+	"sync"
 	"time"
 
+	"github.com/zenithfs/zenithfs/blob"
 	"github.com/zenithfs/zenithfs/cache"
 	"github.com/zenithfs/zenithfs/prefetch"
 
@@ -24,6 +26,7 @@ type wiring struct {
 	batches  zfs.Batches
 	cache    *cache.Cache
 	prefetch *prefetch.Store
+	memfds   *blob.Memfds // cached batches as memfds (--passthrough); nil otherwise
 	locals   []*source.Local
 	s3s      []*source.S3
 	closers  []func()
@@ -62,8 +65,13 @@ func wire(ctx context.Context, cfg *Config, log *slog.Logger, workers int, check
 	}
 	w.cache = c
 	w.closers = append(w.closers, c.Close)
+	pending := max(cfg.cacheBytes/4, 8<<20)
+	var seal func([]byte) *blob.Blob
+	if cfg.passthrough() {
+		w.memfds, seal = memfdSeal(c.Budget()+pending, log)
+	}
 	pf, err := prefetch.New(prefetch.Options{Cache: c, Workers: workers, Depth: cfg.Prefetch,
-		PendingBytes: max(cfg.cacheBytes/4, 8<<20), Logger: log})
+		PendingBytes: pending, Logger: log, Seal: seal})
 	if err != nil {
 		return nil, err
 	}
@@ -115,6 +123,20 @@ func wire(ctx context.Context, cfg *Config, log *slog.Logger, workers int, check
 	return w, nil
 }
 
+// memfdSeal returns the maker of memfd batches and the prefetch store's
+// Seal that uses it; a failure keeps the batch in memory, logged once.
+func memfdSeal(limit int64, log *slog.Logger) (*blob.Memfds, func([]byte) *blob.Blob) {
+	m := blob.NewMemfds(limit)
+	var once sync.Once
+	return m, func(b []byte) *blob.Blob {
+		x, err := m.New(b)
+		if err != nil {
+			once.Do(func() { log.Warn("memfd batches unavailable; keeping batches in memory", "err", err) })
+		}
+		return x
+	}
+}
+
 func (w *wiring) close() {
 	for i := len(w.closers) - 1; i >= 0; i-- {
 		w.closers[i]()
@@ -126,6 +148,7 @@ type Stats struct {
 	Time     time.Time        `json:"time"`
 	Cache    cache.Stats      `json:"cache"`
 	Prefetch prefetch.Stats   `json:"prefetch"`
+	Memfds   *blob.MemfdStats `json:"memfds,omitempty"`
 	IO       ioStats          `json:"io"`
 	S3       []source.S3Stats `json:"s3,omitempty"`
 	Datasets []datasetStats   `json:"datasets"`
@@ -150,6 +173,10 @@ type datasetStats struct {
 
 func (w *wiring) stats() Stats {
 	st := Stats{Time: time.Now().UTC(), Cache: w.cache.Stats(), Prefetch: w.prefetch.Stats()}
+	if w.memfds != nil {
+		ms := w.memfds.Stats()
+		st.Memfds = &ms
+	}
 	for _, s := range w.s3s {
 		st.S3 = append(st.S3, s.Stats())
 	}

@@ -1,0 +1,193 @@
+// Package blob is one batch file's bytes as the cache holds them: a Go
+// byte slice, or a sealed memfd that the kernel can read by itself (FUSE
+// passthrough), so that serving a cached batch costs the daemon no copy.
+//
+// A memfd lives as long as its Blob is reachable: nothing closes it while a
+// cache entry, a pending prefetch or an open file handle still holds the
+// Blob (the os.File's cleanup closes it afterwards). Its memory is outside
+// the Go heap, so the garbage collector would not run for its sake; Memfds
+// counts the bytes of live memfds and collects garbage when they pass a
+// limit, which keeps them within the cache's budget.
+package blob
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+)
+
+// Blob is an immutable batch file.
+type Blob struct {
+	b []byte   // in memory; nil for a memfd
+	f *os.File // sealed memfd; nil in memory
+	n int64
+}
+
+// Bytes wraps b, which must not be modified afterwards.
+func Bytes(b []byte) *Blob { return &Blob{b: b, n: int64(len(b))} }
+
+// Len is the file's size.
+func (x *Blob) Len() int64 { return x.n }
+
+// File is the sealed memfd holding the bytes, or nil for an in-memory blob.
+// The caller must keep x reachable while it uses the file.
+func (x *Blob) File() *os.File { return x.f }
+
+// ReadAt reads like io.ReaderAt.
+func (x *Blob) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("blob: negative offset %d", off)
+	}
+	if x.f != nil {
+		n, err := x.f.ReadAt(p, off)
+		runtime.KeepAlive(x)
+		return n, err
+	}
+	if off >= x.n {
+		return 0, io.EOF
+	}
+	n := copy(p, x.b[off:])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// Slice returns bytes [off, off+n) (fewer at the end of the file) without
+// copying when the blob is in memory; a memfd's bytes are read into buf,
+// which must hold n bytes.
+func (x *Blob) Slice(buf []byte, off int64, n int) ([]byte, error) {
+	if off >= x.n || n <= 0 {
+		return nil, nil
+	}
+	end := min(off+int64(n), x.n)
+	if x.f == nil {
+		return x.b[off:end], nil
+	}
+	m, err := x.ReadAt(buf[:end-off], off)
+	if err != nil && err != io.EOF {
+		return nil, fmt.Errorf("blob: read memfd: %w", err)
+	}
+	return buf[:m], nil
+}
+
+// Data returns all the bytes: the slice itself when in memory, a copy read
+// from a memfd otherwise.
+func (x *Blob) Data() ([]byte, error) {
+	if x.f == nil {
+		return x.b, nil
+	}
+	buf := make([]byte, x.n)
+	if _, err := x.ReadAt(buf, 0); err != nil && err != io.EOF {
+		return nil, fmt.Errorf("blob: read memfd: %w", err)
+	}
+	return buf, nil
+}
+
+// Memfds makes memfd blobs and keeps the memory of those no longer
+// reachable from piling up (see the package doc).
+type Memfds struct {
+	limit  int64
+	live   atomic.Int64
+	peak   atomic.Int64
+	made   atomic.Uint64
+	failed atomic.Uint64
+
+	gcMu    sync.Mutex
+	sinceGC int64 // bytes of memfds made since the last collection
+}
+
+// NewMemfds returns a maker whose live memfds should stay within limit
+// bytes: past it, making one runs a garbage collection first (at most once
+// per limit/4 bytes made, so that memfds legitimately held — open files —
+// do not turn every make into a collection), closing the memfds nothing
+// holds any more.
+func NewMemfds(limit int64) *Memfds { return &Memfds{limit: limit} }
+
+// New copies b into a new sealed memfd. On failure (no memfd_create, out of
+// memory) it returns an in-memory blob of b and the reason.
+func (m *Memfds) New(b []byte) (*Blob, error) {
+	m.collect(int64(len(b)))
+	x, err := Memfd(b)
+	if err != nil {
+		m.failed.Add(1)
+		return Bytes(b), err
+	}
+	m.made.Add(1)
+	for now := m.live.Add(x.n); ; {
+		p := m.peak.Load()
+		if now <= p || m.peak.CompareAndSwap(p, now) {
+			break
+		}
+	}
+	runtime.AddCleanup(x, func(n int64) { m.live.Add(-n) }, x.n)
+	return x, nil
+}
+
+func (m *Memfds) collect(n int64) {
+	m.gcMu.Lock()
+	defer m.gcMu.Unlock()
+	m.sinceGC += n
+	if m.live.Load()+n <= m.limit || m.sinceGC < m.limit/4 {
+		return
+	}
+	runtime.GC()
+	m.sinceGC = 0
+}
+
+// MemfdStats are a Memfds' counters.
+type MemfdStats struct {
+	Made      uint64 `json:"made"`
+	Failed    uint64 `json:"failed"`
+	LiveBytes int64  `json:"live_bytes"`
+	PeakBytes int64  `json:"peak_live_bytes"`
+	Limit     int64  `json:"limit"`
+}
+
+// Stats returns the counters; LiveBytes counts memfds not yet found
+// unreachable by a collection.
+func (m *Memfds) Stats() MemfdStats {
+	return MemfdStats{Made: m.made.Load(), Failed: m.failed.Load(), LiveBytes: m.live.Load(), PeakBytes: m.peak.Load(), Limit: m.limit}
+}
+
+// Memfd copies b into a new sealed memfd, outside any Memfds' accounting
+// (the caller closes it when done: Close).
+func Memfd(b []byte) (*Blob, error) {
+	f, err := memfd(b)
+	if err != nil {
+		return nil, err
+	}
+	return &Blob{f: f, n: int64(len(b))}, nil
+}
+
+// Close closes a memfd blob's file at once rather than when the blob is
+// collected; the blob must not be used afterwards. No-op in memory.
+func (x *Blob) Close() error {
+	if x.f == nil {
+		return nil
+	}
+	return x.f.Close()
+}
+
+// memfd returns a sealed, read-only memfd holding b.
+func memfd(b []byte) (*os.File, error) {
+	fd, err := unix.MemfdCreate("zenithfs-batch", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	if err != nil {
+		return nil, fmt.Errorf("memfd_create: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "zenithfs-batch")
+	if _, err := f.WriteAt(b, 0); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("memfd write: %w", err)
+	}
+	if _, err := unix.FcntlInt(f.Fd(), unix.F_ADD_SEALS, unix.F_SEAL_SHRINK|unix.F_SEAL_GROW|unix.F_SEAL_WRITE|unix.F_SEAL_SEAL); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("memfd seal: %w", err)
+	}
+	return f, nil
+}

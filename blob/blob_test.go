@@ -1,0 +1,92 @@
+package blob
+
+import (
+	"bytes"
+	"io"
+	"runtime"
+	"testing"
+	"time"
+)
+
+func pattern(n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i * 7)
+	}
+	return b
+}
+
+func TestBlobsReadTheirBytes(t *testing.T) {
+	want := pattern(100_000)
+	m := NewMemfds(1 << 30)
+	mem, err := m.New(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mem.File() == nil {
+		t.Fatal("Memfds.New returned no memfd")
+	}
+	for _, x := range []*Blob{Bytes(want), mem} {
+		if x.Len() != int64(len(want)) {
+			t.Fatalf("len %d", x.Len())
+		}
+		d, err := x.Data()
+		if err != nil || !bytes.Equal(d, want) {
+			t.Fatalf("Data: %v", err)
+		}
+		buf := make([]byte, 4096)
+		for _, off := range []int64{0, 1, 4095, 99_000, 99_999} {
+			got, err := x.Slice(buf, off, 4096)
+			if err != nil || !bytes.Equal(got, want[off:min(off+4096, int64(len(want)))]) {
+				t.Fatalf("Slice at %d: %d bytes, %v", off, len(got), err)
+			}
+		}
+		if got, err := x.Slice(buf, 100_000, 10); err != nil || len(got) != 0 {
+			t.Fatalf("Slice at the end: %d bytes, %v", len(got), err)
+		}
+		if n, err := x.ReadAt(make([]byte, 10), 99_995); n != 5 || err != io.EOF {
+			t.Fatalf("ReadAt past the end: %d, %v", n, err)
+		}
+	}
+}
+
+func TestMemfdIsSealed(t *testing.T) {
+	x, err := NewMemfds(1 << 30).New([]byte("immutable"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := x.File().WriteAt([]byte("X"), 0); err == nil {
+		t.Fatal("a write into a sealed memfd succeeded")
+	}
+	if d, _ := x.Data(); string(d) != "immutable" {
+		t.Fatalf("bytes now %q", d)
+	}
+}
+
+// TestMemfdsCollectUnreachable: memfds nothing holds are closed once their
+// bytes pass the limit, so live memfd memory stays near it.
+func TestMemfdsCollectUnreachable(t *testing.T) {
+	const limit = 8 << 20
+	m := NewMemfds(limit)
+	b := pattern(1 << 20)
+	var peak int64
+	for i := 0; i < 64; i++ {
+		if _, err := m.New(b); err != nil { // dropped at once
+			t.Fatal(err)
+		}
+		peak = max(peak, m.Stats().LiveBytes)
+		time.Sleep(time.Millisecond)
+	}
+	runtime.GC()
+	deadline := time.Now().Add(5 * time.Second)
+	for m.Stats().LiveBytes > 0 && time.Now().Before(deadline) {
+		runtime.GC()
+		time.Sleep(10 * time.Millisecond)
+	}
+	if st := m.Stats(); st.LiveBytes != 0 || st.Made != 64 {
+		t.Fatalf("after dropping every memfd: %+v", st)
+	}
+	if peak > 4*limit {
+		t.Fatalf("64 MiB of dropped memfds peaked at %d live bytes, limit %d", peak, limit)
+	}
+}
