@@ -11,6 +11,7 @@
 package blob
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -93,6 +94,7 @@ func (x *Blob) Data() ([]byte, error) {
 // reachable from piling up (see the package doc).
 type Memfds struct {
 	limit  int64
+	onLive func(live int64)
 	live   atomic.Int64
 	peak   atomic.Int64
 	made   atomic.Uint64
@@ -107,7 +109,21 @@ type Memfds struct {
 // per limit/4 bytes made, so that memfds legitimately held — open files —
 // do not turn every make into a collection), closing the memfds nothing
 // holds any more.
-func NewMemfds(limit int64) *Memfds { return &Memfds{limit: limit} }
+//
+// onLive, when not nil, is told the live bytes after each change (a memfd
+// made, or one found unreachable), e.g. to lower the Go heap's limit by
+// what the memfds hold. It must be quick and safe for concurrent use.
+func NewMemfds(limit int64, onLive func(live int64)) *Memfds {
+	return &Memfds{limit: limit, onLive: onLive}
+}
+
+func (m *Memfds) add(n int64) int64 {
+	live := m.live.Add(n)
+	if m.onLive != nil {
+		m.onLive(live)
+	}
+	return live
+}
 
 // New copies b into a new sealed memfd. On failure (no memfd_create, out of
 // memory) it returns an in-memory blob of b and the reason.
@@ -118,15 +134,95 @@ func (m *Memfds) New(b []byte) (*Blob, error) {
 		m.failed.Add(1)
 		return Bytes(b), err
 	}
+	return m.track(x), nil
+}
+
+// Fill makes a sealed memfd of size bytes written by fill, which gets the
+// memfd's pages mapped into memory: no copy on the Go heap. Where no memfd
+// can be made, it fills an in-memory blob instead and returns it with the
+// reason; an error of fill's own is returned with a nil blob.
+func (m *Memfds) Fill(size int64, fill func(dst []byte) error) (*Blob, error) {
+	m.collect(size)
+	f, err := filledMemfd(size, fill)
+	var fillErr *fillError
+	switch {
+	case errors.As(err, &fillErr):
+		return nil, fillErr.err
+	case err != nil:
+		m.failed.Add(1)
+		b := make([]byte, size)
+		if ferr := fill(b); ferr != nil {
+			return nil, ferr
+		}
+		return Bytes(b), err
+	}
+	return m.track(&Blob{f: f, n: size}), nil
+}
+
+// fillError is an error of the caller's fill function.
+type fillError struct{ err error }
+
+func (e *fillError) Error() string { return e.err.Error() }
+
+func filledMemfd(size int64, fill func([]byte) error) (*os.File, error) {
+	fd, err := unix.MemfdCreate("zenithfs-batch", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	if err != nil {
+		return nil, fmt.Errorf("memfd_create: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "zenithfs-batch")
+	if err := fillFd(fd, size, fill); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if err := seal(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+func fillFd(fd int, size int64, fill func([]byte) error) error {
+	if size == 0 {
+		if err := fill(nil); err != nil {
+			return &fillError{err}
+		}
+		return nil
+	}
+	if err := unix.Ftruncate(fd, size); err != nil {
+		return fmt.Errorf("memfd truncate: %w", err)
+	}
+	mem, err := unix.Mmap(fd, 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE)
+	if err != nil {
+		return fmt.Errorf("memfd mmap: %w", err)
+	}
+	ferr := fill(mem)
+	if err := unix.Munmap(mem); err != nil && ferr == nil {
+		return fmt.Errorf("memfd munmap: %w", err)
+	}
+	if ferr != nil {
+		return &fillError{ferr}
+	}
+	return nil
+}
+
+func seal(f *os.File) error {
+	if _, err := unix.FcntlInt(f.Fd(), unix.F_ADD_SEALS, unix.F_SEAL_SHRINK|unix.F_SEAL_GROW|unix.F_SEAL_WRITE|unix.F_SEAL_SEAL); err != nil {
+		return fmt.Errorf("memfd seal: %w", err)
+	}
+	return nil
+}
+
+// track counts a new memfd blob as live until it is collected.
+func (m *Memfds) track(x *Blob) *Blob {
 	m.made.Add(1)
-	for now := m.live.Add(x.n); ; {
+	for now := m.add(x.n); ; {
 		p := m.peak.Load()
 		if now <= p || m.peak.CompareAndSwap(p, now) {
 			break
 		}
 	}
-	runtime.AddCleanup(x, func(n int64) { m.live.Add(-n) }, x.n)
-	return x, nil
+	runtime.AddCleanup(x, func(n int64) { m.add(-n) }, x.n)
+	return x
 }
 
 func (m *Memfds) collect(n int64) {
@@ -185,9 +281,39 @@ func memfd(b []byte) (*os.File, error) {
 		f.Close()
 		return nil, fmt.Errorf("memfd write: %w", err)
 	}
-	if _, err := unix.FcntlInt(f.Fd(), unix.F_ADD_SEALS, unix.F_SEAL_SHRINK|unix.F_SEAL_GROW|unix.F_SEAL_WRITE|unix.F_SEAL_SEAL); err != nil {
+	if err := seal(f); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("memfd seal: %w", err)
+		return nil, err
 	}
 	return f, nil
+}
+
+// Fallback makes memfd blobs with M and, where one cannot be made, keeps
+// the bytes in memory instead, telling OnFail (may be nil) why. It fits the
+// prefetch store's Sealer.
+type Fallback struct {
+	M      *Memfds
+	OnFail func(error)
+}
+
+// Seal returns b as a memfd blob, or in memory.
+func (f Fallback) Seal(b []byte) *Blob {
+	x, err := f.M.New(b)
+	if err != nil && f.OnFail != nil {
+		f.OnFail(err)
+	}
+	return x
+}
+
+// Fill returns a memfd blob (or an in-memory one) written by fill; only
+// fill's own error is returned.
+func (f Fallback) Fill(size int64, fill func(dst []byte) error) (*Blob, error) {
+	x, err := f.M.Fill(size, fill)
+	if x != nil && err != nil {
+		if f.OnFail != nil {
+			f.OnFail(err)
+		}
+		return x, nil
+	}
+	return x, err
 }

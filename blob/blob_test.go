@@ -2,6 +2,8 @@ package blob
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
 	"io"
 	"runtime"
 	"testing"
@@ -18,7 +20,7 @@ func pattern(n int) []byte {
 
 func TestBlobsReadTheirBytes(t *testing.T) {
 	want := pattern(100_000)
-	m := NewMemfds(1 << 30)
+	m := NewMemfds(1<<30, nil)
 	mem, err := m.New(want)
 	if err != nil {
 		t.Fatal(err)
@@ -51,7 +53,7 @@ func TestBlobsReadTheirBytes(t *testing.T) {
 }
 
 func TestMemfdIsSealed(t *testing.T) {
-	x, err := NewMemfds(1 << 30).New([]byte("immutable"))
+	x, err := NewMemfds(1<<30, nil).New([]byte("immutable"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +69,7 @@ func TestMemfdIsSealed(t *testing.T) {
 // bytes pass the limit, so live memfd memory stays near it.
 func TestMemfdsCollectUnreachable(t *testing.T) {
 	const limit = 8 << 20
-	m := NewMemfds(limit)
+	m := NewMemfds(limit, nil)
 	b := pattern(1 << 20)
 	var peak int64
 	for i := 0; i < 64; i++ {
@@ -88,5 +90,36 @@ func TestMemfdsCollectUnreachable(t *testing.T) {
 	}
 	if peak > 4*limit {
 		t.Fatalf("64 MiB of dropped memfds peaked at %d live bytes, limit %d", peak, limit)
+	}
+}
+
+func TestFillWritesTheMemfdInPlace(t *testing.T) {
+	m := NewMemfds(1<<30, nil)
+	want := pattern(300_000)
+	x, err := m.Fill(int64(len(want)), func(dst []byte) error {
+		if len(dst) != len(want) {
+			return fmt.Errorf("dst of %d bytes", len(dst))
+		}
+		copy(dst, want)
+		return nil
+	})
+	if err != nil || x.File() == nil {
+		t.Fatalf("Fill: %v (memfd %v)", err, x != nil && x.File() != nil)
+	}
+	if d, _ := x.Data(); !bytes.Equal(d, want) {
+		t.Fatal("memfd bytes differ from what fill wrote")
+	}
+	if _, err := x.File().WriteAt([]byte("X"), 0); err == nil {
+		t.Fatal("a filled memfd is not sealed")
+	}
+	boom := errors.New("boom")
+	if x, err := m.Fill(10, func([]byte) error { return boom }); x != nil || !errors.Is(err, boom) {
+		t.Fatalf("a failing fill: %v, %v", x, err)
+	}
+	if x, err := m.Fill(0, func(dst []byte) error { return nil }); err != nil || x.Len() != 0 {
+		t.Fatalf("empty fill: %v, %v", x, err)
+	}
+	if st := m.Stats(); st.Made != 2 || st.Failed != 0 {
+		t.Fatalf("stats %+v", st)
 	}
 }

@@ -305,23 +305,65 @@ func (s *Snapshot) Key(k int) string { return fmt.Sprintf("%s/%d", s.ID, k) }
 
 // Build encodes batch k as an Arrow IPC file.
 func (s *Snapshot) Build(ctx context.Context, k int) ([]byte, error) {
-	if _, err := s.Size(k); err != nil {
+	n, err := s.Size(k)
+	if err != nil {
 		return nil, err
 	}
-	var buf bytes.Buffer
-	buf.Grow(int(s.sizes[k]))
-	if err := s.encode(ctx, k, &buf); err != nil {
+	b := make([]byte, n)
+	if err := s.BuildInto(ctx, k, b); err != nil {
 		return nil, err
 	}
-	if int64(buf.Len()) != s.sizes[k] {
-		return nil, fmt.Errorf("batch %d: built %d bytes, index says %d: %w", k, buf.Len(), s.sizes[k], ErrChanged)
+	return b, nil
+}
+
+// KnownSize is Size for callers that only need to know whether the size
+// is known without building (it always is for a snapshot's batches).
+func (s *Snapshot) KnownSize(k int) (int64, bool) {
+	n, err := s.Size(k)
+	return n, err == nil
+}
+
+// BuildInto encodes batch k into dst, which must hold exactly its Size.
+func (s *Snapshot) BuildInto(ctx context.Context, k int, dst []byte) error {
+	n, err := s.Size(k)
+	if err != nil {
+		return err
+	}
+	if int64(len(dst)) != n {
+		return fmt.Errorf("batch %d: a buffer of %d bytes for %d", k, len(dst), n)
+	}
+	w := &fixedWriter{b: dst}
+	if err := s.encode(ctx, k, w); err != nil {
+		if w.overflow {
+			return fmt.Errorf("batch %d: built more than the %d bytes the index says: %w", k, n, ErrChanged)
+		}
+		return err
+	}
+	if int64(w.n) != n {
+		return fmt.Errorf("batch %d: built %d bytes, index says %d: %w", k, w.n, n, ErrChanged)
 	}
 	if s.ds.opts.VerifyAfterBuild {
 		if err := s.verify(ctx, k); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	return buf.Bytes(), nil
+	return nil
+}
+
+// fixedWriter writes into a buffer of fixed size.
+type fixedWriter struct {
+	b        []byte
+	n        int
+	overflow bool // a write did not fit
+}
+
+func (w *fixedWriter) Write(p []byte) (int, error) {
+	if len(p) > len(w.b)-w.n {
+		w.overflow = true
+		return 0, io.ErrShortBuffer
+	}
+	w.n += copy(w.b[w.n:], p)
+	return len(p), nil
 }
 
 // verify re-stats the files batch k was cut from.

@@ -188,6 +188,20 @@ func (v *View) Build(ctx context.Context, k int) ([]byte, error) {
 	return b, nil
 }
 
+// BuildInto builds file k into dst, which must hold exactly its size; only
+// for files whose size KnownSize gives (natural batches as Arrow IPC).
+func (v *View) BuildInto(ctx context.Context, k int, dst []byte) error {
+	nat, ok := v.Natural(k)
+	if k < 0 || k >= v.n || !ok || v.spec.Format != FormatArrow {
+		return fmt.Errorf("view %s: file %d cannot be built in place", v.spec, k)
+	}
+	if err := v.snap.BuildInto(ctx, nat, dst); err != nil {
+		return fmt.Errorf("view %s file %d: %w", v.spec, k, err)
+	}
+	noteBuilt(ctx)
+	return nil
+}
+
 func (v *View) build(ctx context.Context, k int) ([]byte, error) {
 	nat, ok := v.Natural(k)
 	if ok && v.spec.Format == FormatArrow {

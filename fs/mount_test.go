@@ -306,15 +306,9 @@ func TestPassthroughServesExactBytes(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			m := blob.NewMemfds(4 * batchBytes)
+			m := blob.NewMemfds(4*batchBytes, nil)
 			pf, err := prefetch.New(prefetch.Options{Cache: c, Workers: 2, Depth: 2, PendingBytes: batchBytes,
-				Seal: func(b []byte) *blob.Blob {
-					x, err := m.New(b)
-					if err != nil {
-						t.Errorf("memfd: %v", err)
-					}
-					return x
-				}})
+				Sealer: blob.Fallback{M: m, OnFail: func(err error) { t.Errorf("memfd: %v", err) }}})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -55,9 +55,10 @@ type Options struct {
 	PendingBytes int64         // budget for built-but-unread speculative batches (default 64 MiB)
 	IdleTimeout  time.Duration // a reader idle this long loses its speculative work (default 30s)
 	Logger       *slog.Logger
-	// Seal turns a built file into what the cache holds (e.g. a memfd for
-	// FUSE passthrough); nil keeps the bytes in memory.
-	Seal func([]byte) *blob.Blob
+	// Sealer turns built files into what the cache holds (e.g. memfds for
+	// FUSE passthrough), building in place where the view can; nil keeps
+	// the bytes in memory.
+	Sealer Sealer
 }
 
 // Store is the read-through batch store. It is safe for concurrent use.
@@ -134,9 +135,6 @@ func New(opts Options) (*Store, error) {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
-	}
-	if opts.Seal == nil {
-		opts.Seal = blob.Bytes
 	}
 	s := &Store{opts: opts, cache: opts.Cache, log: opts.Logger, readers: map[string]*reader{},
 		pending: map[string]*pendingEntry{}, inflight: map[string]*call{}}
@@ -237,11 +235,21 @@ func (s *Store) Get(ctx context.Context, v View, k int, readerName string) (*blo
 }
 
 func (s *Store) build(ctx context.Context, v View, k int) (*blob.Blob, error) {
+	if s.opts.Sealer != nil {
+		if ib, ok := v.(InPlaceBuilder); ok {
+			if n, ok := ib.KnownSize(k); ok {
+				return s.opts.Sealer.Fill(n, func(dst []byte) error { return ib.BuildInto(ctx, k, dst) })
+			}
+		}
+	}
 	b, err := v.Build(ctx, k)
 	if err != nil {
 		return nil, err
 	}
-	return s.opts.Seal(b), nil
+	if s.opts.Sealer != nil {
+		return s.opts.Sealer.Seal(b), nil
+	}
+	return blob.Bytes(b), nil
 }
 
 // noteRead updates the reader's position; a jump cancels its speculation.

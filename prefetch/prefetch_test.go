@@ -47,13 +47,13 @@ func newStore(t *testing.T, depth int) *Store {
 	return newStoreSealed(t, depth, nil)
 }
 
-func newStoreSealed(t *testing.T, depth int, seal func([]byte) *blob.Blob) *Store {
+func newStoreSealed(t *testing.T, depth int, sealer Sealer) *Store {
 	t.Helper()
 	c, err := cache.New(64 << 20)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(Options{Cache: c, Workers: 2, Depth: depth, IdleTimeout: time.Minute, Seal: seal})
+	s, err := New(Options{Cache: c, Workers: 2, Depth: depth, IdleTimeout: time.Minute, Sealer: sealer})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,35 +168,59 @@ func text(b *blob.Blob) string {
 	return string(d)
 }
 
-// TestMemfdSealedBatches: with Seal making memfds, every batch comes back
-// as a memfd holding exactly its bytes, from the cache, the pending buffer
-// and direct builds alike.
-func TestMemfdSealedBatches(t *testing.T) {
-	m := blob.NewMemfds(64 << 20)
-	var sealErr atomic.Pointer[error]
-	s := newStoreSealed(t, 4, func(b []byte) *blob.Blob {
-		x, err := m.New(b)
-		if err != nil {
-			sealErr.Store(&err)
-		}
-		return x
-	})
-	v := &memView{n: 20, delay: time.Millisecond}
-	for pass := 0; pass < 2; pass++ {
-		for k := 0; k < v.n; k++ {
-			b, err := s.Get(context.Background(), v, k, "r1")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if p := sealErr.Load(); p != nil {
-				t.Fatalf("memfd: %v", *p)
-			}
-			if b.File() == nil || text(b) != strconv.Itoa(k) {
-				t.Fatalf("pass %d batch %d: memfd %v, bytes %q", pass, k, b.File() != nil, text(b))
-			}
-		}
+// inPlaceView is a memView that builds into a given buffer.
+type inPlaceView struct {
+	*memView
+	inPlace atomic.Int32
+}
+
+func (v *inPlaceView) KnownSize(k int) (int64, bool) { return int64(len(strconv.Itoa(k))), true }
+
+func (v *inPlaceView) BuildInto(ctx context.Context, k int, dst []byte) error {
+	b, err := v.Build(ctx, k)
+	if err != nil {
+		return err
 	}
-	if st := m.Stats(); st.Made != uint64(v.n) || st.Failed != 0 {
-		t.Fatalf("memfds: %+v, want %d made once each", st, v.n)
+	if len(b) != len(dst) {
+		return fmt.Errorf("dst of %d bytes for %d", len(dst), len(b))
+	}
+	copy(dst, b)
+	v.inPlace.Add(1)
+	return nil
+}
+
+// TestMemfdSealedBatches: with a memfd Sealer, every batch comes back as a
+// memfd holding exactly its bytes, from the cache, the pending buffer and
+// direct builds alike; a view that can build in place is built into the
+// memfd (Fill), any other is sealed after building (Seal).
+func TestMemfdSealedBatches(t *testing.T) {
+	for _, inPlace := range []bool{false, true} {
+		t.Run(fmt.Sprint("in place ", inPlace), func(t *testing.T) {
+			m := blob.NewMemfds(64<<20, nil)
+			s := newStoreSealed(t, 4, blob.Fallback{M: m, OnFail: func(err error) { t.Errorf("memfd: %v", err) }})
+			mv := &memView{n: 20, delay: time.Millisecond}
+			var v View = mv
+			ipv := &inPlaceView{memView: mv}
+			if inPlace {
+				v = ipv
+			}
+			for pass := 0; pass < 2; pass++ {
+				for k := 0; k < mv.n; k++ {
+					b, err := s.Get(context.Background(), v, k, "r1")
+					if err != nil {
+						t.Fatal(err)
+					}
+					if b.File() == nil || text(b) != strconv.Itoa(k) {
+						t.Fatalf("pass %d batch %d: memfd %v, bytes %q", pass, k, b.File() != nil, text(b))
+					}
+				}
+			}
+			if st := m.Stats(); st.Made != uint64(mv.n) || st.Failed != 0 {
+				t.Fatalf("memfds: %+v, want %d made once each", st, mv.n)
+			}
+			if want := map[bool]int32{false: 0, true: int32(mv.n)}[inPlace]; ipv.inPlace.Load() != want {
+				t.Fatalf("%d built in place, want %d", ipv.inPlace.Load(), want)
+			}
+		})
 	}
 }

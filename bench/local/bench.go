@@ -80,15 +80,10 @@ func (r *DatasetResult) note(format string, args ...any) {
 }
 
 func (r *DatasetResult) mem(arms string, budget int64, d *Daemon) {
-	m, err := d.Memory()
+	hwm, err := benchkit.DaemonPeak(d.PID, d.Opts.Mount)
 	if err != nil {
 		r.note("memory of %s: %v", arms, err)
 		return
-	}
-	// Batches cached as memfds (--passthrough) are outside the RSS.
-	hwm := m.HWM
-	if st, err := d.ReadStats(); err == nil {
-		hwm += int64(st.Num("memfds.peak_live_bytes"))
 	}
 	for i := range r.Memory {
 		if r.Memory[i].Arms == arms {

@@ -114,12 +114,6 @@ func (d *Daemon) Unmount() error {
 	return err
 }
 
-// Memory is a daemon's resident memory now and at its peak, in bytes.
-type Memory = benchkit.Memory
-
-// Memory reads the daemon's VmRSS and VmHWM from /proc/PID/status.
-func (d *Daemon) Memory() (Memory, error) { return benchkit.ProcMemory(d.PID) }
-
 // Stats is .zenith/stats decoded generically: the benchmark reads the
 // counters it knows and reports any io_uring/pread counters it finds,
 // whatever their exact names.

@@ -96,7 +96,7 @@ func (r *Report) Markdown(png string) string {
 		}
 	}
 	fmt.Fprintf(&b, "\n![ratios](%s)\n\n", png)
-	fmt.Fprintf(&b, "## Daemon memory\n\n| dataset | mounts | --cache-size | peak RSS (VmHWM) + memfds | peak ÷ budget |\n| --- | --- | ---: | ---: | ---: |\n")
+	fmt.Fprintf(&b, "## Daemon memory\n\n| dataset | mounts | --cache-size | peak memory (VmHWM, or RSS + memfd batches) | peak ÷ budget |\n| --- | --- | ---: | ---: | ---: |\n")
 	for _, d := range r.Datasets {
 		for _, m := range d.Memory {
 			fmt.Fprintf(&b, "| %s | %s | %s | %s | %.2f |\n", d.Kind, m.Arms, mib(m.Budget), mib(m.HWM), float64(m.HWM)/float64(max(m.Budget, 1)))

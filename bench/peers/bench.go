@@ -241,8 +241,8 @@ func (b *Bench) epoch(ds DataInfo, a Arm, r *Run, profile string) error {
 	}
 	if m != nil {
 		r.DaemonCPU = benchkit.ProcCPUSeconds(m.PID) - cpu0
-		if mem, err := benchkit.ProcMemory(m.PID); err == nil {
-			r.DaemonHWM = mem.HWM
+		if peak, err := benchkit.DaemonPeak(m.PID, mnt); err == nil {
+			r.DaemonHWM = peak
 		}
 		if uerr := m.Unmount(); uerr != nil && cerr == nil {
 			cerr = uerr

@@ -140,7 +140,7 @@ func Ratios(res Result) []Ratio {
 			}
 		}
 		if hwm > 0 {
-			out = append(out, Ratio{ID: "P8", Dataset: ds.Name, Net: "all", What: fmt.Sprintf("zenithfs peak RSS (VmHWM, every mount) vs --cache-size %s + 150 MiB", res.Cfg.CacheSize),
+			out = append(out, Ratio{ID: "P8", Dataset: ds.Name, Net: "all", What: fmt.Sprintf("zenithfs peak memory (VmHWM, or RSS + memfd batches; every mount) vs --cache-size %s + 150 MiB", res.Cfg.CacheSize),
 				Value: float64(hwm) / (1 << 20), Goal: float64(budget)/(1<<20) + 150, AtMost: true, Unit: "MiB"})
 		}
 	}

@@ -7,7 +7,10 @@ import (
 	"log/slog"
 	"os"
 	"runtime/debug"
+	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/zenithfs/zenithfs/blob"
@@ -27,9 +30,11 @@ type wiring struct {
 	cache    *cache.Cache
 	prefetch *prefetch.Store
 	memfds   *blob.Memfds // cached batches as memfds (--passthrough); nil otherwise
-	locals   []*source.Local
-	s3s      []*source.S3
-	closers  []func()
+	// peakTotal is the highest RSS + live memfd bytes sampled (memfds only).
+	peakTotal atomic.Int64
+	locals    []*source.Local
+	s3s       []*source.S3
+	closers   []func()
 }
 
 // newLocalStore opens a local store reading through io_uring per
@@ -54,10 +59,13 @@ func wire(ctx context.Context, cfg *Config, log *slog.Logger, workers int, check
 	w := &wiring{}
 	// The budget is split: 5/8 for the cache of read batches, 1/4 for
 	// prefetched batches not yet read, 1/8 for decoded source segments.
-	// The Go heap limit follows, so the RSS stays near the budget.
+	// The Go heap limit follows, less what memfd batches hold, so the RSS
+	// and the memfds together stay near the budget.
 	segBytes := max(cfg.cacheBytes/8, 16<<20)
+	var setLimit func(int64)
 	if os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(cfg.cacheBytes + 64<<20)
+		setLimit = heapLimiter(cfg.cacheBytes+64<<20, cfg.cacheBytes/4+64<<20)
+		setLimit(0)
 	}
 	c, err := cache.New(max(cfg.cacheBytes*5/8, 1<<20))
 	if err != nil {
@@ -66,12 +74,13 @@ func wire(ctx context.Context, cfg *Config, log *slog.Logger, workers int, check
 	w.cache = c
 	w.closers = append(w.closers, c.Close)
 	pending := max(cfg.cacheBytes/4, 8<<20)
-	var seal func([]byte) *blob.Blob
+	var sealer prefetch.Sealer
 	if cfg.passthrough() {
-		w.memfds, seal = memfdSeal(c.Budget()+pending, log)
+		w.memfds, sealer = memfdSealer(c.Budget()+pending, setLimit, log)
+		w.closers = append(w.closers, w.sampleMemory(20*time.Millisecond))
 	}
 	pf, err := prefetch.New(prefetch.Options{Cache: c, Workers: workers, Depth: cfg.Prefetch,
-		PendingBytes: pending, Logger: log, Seal: seal})
+		PendingBytes: pending, Logger: log, Sealer: sealer})
 	if err != nil {
 		return nil, err
 	}
@@ -123,18 +132,77 @@ func wire(ctx context.Context, cfg *Config, log *slog.Logger, workers int, check
 	return w, nil
 }
 
-// memfdSeal returns the maker of memfd batches and the prefetch store's
-// Seal that uses it; a failure keeps the batch in memory, logged once.
-func memfdSeal(limit int64, log *slog.Logger) (*blob.Memfds, func([]byte) *blob.Blob) {
-	m := blob.NewMemfds(limit)
-	var once sync.Once
-	return m, func(b []byte) *blob.Blob {
-		x, err := m.New(b)
-		if err != nil {
-			once.Do(func() { log.Warn("memfd batches unavailable; keeping batches in memory", "err", err) })
+// heapLimiter returns a function that sets the Go heap's soft limit to
+// total minus the bytes held in memfds (never below floor): batches cached
+// as memfds are outside the heap but inside the budget. It skips changes
+// under 4 MiB.
+func heapLimiter(total, floor int64) func(memfds int64) {
+	var mu sync.Mutex
+	last := int64(-1)
+	return func(memfds int64) {
+		lim := max(total-memfds, floor)
+		mu.Lock()
+		defer mu.Unlock()
+		if last >= 0 && lim > last-4<<20 && lim < last+4<<20 {
+			return
 		}
-		return x
+		last = lim
+		debug.SetMemoryLimit(lim)
 	}
+}
+
+// memfdSealer returns the maker of memfd batches and the prefetch store's
+// Sealer that uses it; where no memfd can be made the batch stays in
+// memory, logged once. onLive (may be nil) follows the memfds' live bytes.
+func memfdSealer(limit int64, onLive func(int64), log *slog.Logger) (*blob.Memfds, prefetch.Sealer) {
+	m := blob.NewMemfds(limit, onLive)
+	var once sync.Once
+	return m, blob.Fallback{M: m, OnFail: func(err error) {
+		once.Do(func() { log.Warn("memfd batches unavailable; keeping batches in memory", "err", err) })
+	}}
+}
+
+// sampleMemory records the peak of RSS + live memfd bytes every period:
+// memfds are outside the RSS, and the two peaks are not simultaneous. It
+// returns the function that stops it.
+func (w *wiring) sampleMemory(period time.Duration) func() {
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(period)
+		defer t.Stop()
+		for {
+			if rss, err := selfRSS(); err == nil {
+				if total := rss + w.memfds.Stats().LiveBytes; total > w.peakTotal.Load() {
+					w.peakTotal.Store(total)
+				}
+			}
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() { close(stop); <-done }
+}
+
+// selfRSS is this process's resident set size (/proc/self/statm).
+func selfRSS() (int64, error) {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0, err
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		return 0, fmt.Errorf("statm: %q", b)
+	}
+	pages, err := strconv.ParseInt(f[1], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("statm: %w", err)
+	}
+	return pages * int64(os.Getpagesize()), nil
 }
 
 func (w *wiring) close() {
@@ -148,7 +216,7 @@ type Stats struct {
 	Time     time.Time        `json:"time"`
 	Cache    cache.Stats      `json:"cache"`
 	Prefetch prefetch.Stats   `json:"prefetch"`
-	Memfds   *blob.MemfdStats `json:"memfds,omitempty"`
+	Memfds   *memfdStats      `json:"memfds,omitempty"`
 	IO       ioStats          `json:"io"`
 	S3       []source.S3Stats `json:"s3,omitempty"`
 	Datasets []datasetStats   `json:"datasets"`
@@ -163,6 +231,13 @@ type ioStats struct {
 	Fallback     bool   `json:"fallback_to_pread"`
 }
 
+// memfdStats are the memfd batches' counters, and the peak of the daemon's
+// RSS + live memfds (sampled every 20 ms): its memory, all told.
+type memfdStats struct {
+	blob.MemfdStats
+	PeakTotal int64 `json:"peak_rss_plus_memfds_bytes"`
+}
+
 type datasetStats struct {
 	Name          string `json:"name"`
 	Ready         bool   `json:"ready"`
@@ -174,8 +249,7 @@ type datasetStats struct {
 func (w *wiring) stats() Stats {
 	st := Stats{Time: time.Now().UTC(), Cache: w.cache.Stats(), Prefetch: w.prefetch.Stats()}
 	if w.memfds != nil {
-		ms := w.memfds.Stats()
-		st.Memfds = &ms
+		st.Memfds = &memfdStats{MemfdStats: w.memfds.Stats(), PeakTotal: w.peakTotal.Load()}
 	}
 	for _, s := range w.s3s {
 		st.S3 = append(st.S3, s.Stats())

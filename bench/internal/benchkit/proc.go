@@ -2,6 +2,7 @@ package benchkit
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -140,4 +141,31 @@ func DropCaches() error {
 		return fmt.Errorf("drop caches: %w", err)
 	}
 	return nil
+}
+
+// DaemonPeak is a zenithfs daemon's peak memory: its VmHWM, or, where it
+// caches batches as memfds (outside its RSS), the peak of RSS + memfds that
+// it samples itself (.zenith/stats memfds.peak_rss_plus_memfds_bytes under
+// mnt), whichever is higher.
+func DaemonPeak(pid int, mnt string) (int64, error) {
+	m, err := ProcMemory(pid)
+	if err != nil {
+		return 0, err
+	}
+	b, err := os.ReadFile(filepath.Join(mnt, ".zenith", "stats"))
+	if err != nil {
+		return m.HWM, nil // not a zenithfs mount, or no control tree
+	}
+	var st struct {
+		Memfds *struct {
+			PeakTotal int64 `json:"peak_rss_plus_memfds_bytes"`
+		} `json:"memfds"`
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		return 0, fmt.Errorf("stats of %s: %w", mnt, err)
+	}
+	if st.Memfds != nil {
+		return max(m.HWM, st.Memfds.PeakTotal), nil
+	}
+	return m.HWM, nil
 }
