@@ -195,7 +195,14 @@ func fillFd(fd int, size int64, fill func([]byte) error) error {
 	if err != nil {
 		return fmt.Errorf("memfd mmap: %w", err)
 	}
+	unmapped := false
+	defer func() { // also when fill panics: the mapping must not outlive this call
+		if !unmapped {
+			unix.Munmap(mem)
+		}
+	}()
 	ferr := fill(mem)
+	unmapped = true
 	if err := unix.Munmap(mem); err != nil && ferr == nil {
 		return fmt.Errorf("memfd munmap: %w", err)
 	}

@@ -37,6 +37,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -234,7 +235,16 @@ func (s *Store) Get(ctx context.Context, v View, k int, readerName string) (*blo
 	return c.b, c.err
 }
 
-func (s *Store) build(ctx context.Context, v View, k int) (*blob.Blob, error) {
+// build builds file k of v and seals it. A panic while building (a decoder
+// on malformed input) becomes that file's error: a worker must not take
+// the daemon down.
+func (s *Store) build(ctx context.Context, v View, k int) (b *blob.Blob, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("panic while building a batch", "key", v.Key(k), "panic", p, "stack", string(debug.Stack()))
+			b, err = nil, fmt.Errorf("building %s: panic: %v", v.Key(k), p)
+		}
+	}()
 	if s.opts.Sealer != nil {
 		if ib, ok := v.(InPlaceBuilder); ok {
 			if n, ok := ib.KnownSize(k); ok {
@@ -242,14 +252,14 @@ func (s *Store) build(ctx context.Context, v View, k int) (*blob.Blob, error) {
 			}
 		}
 	}
-	b, err := v.Build(ctx, k)
+	data, err := v.Build(ctx, k)
 	if err != nil {
 		return nil, err
 	}
 	if s.opts.Sealer != nil {
-		return s.opts.Sealer.Seal(b), nil
+		return s.opts.Sealer.Seal(data), nil
 	}
-	return blob.Bytes(b), nil
+	return blob.Bytes(data), nil
 }
 
 // noteRead updates the reader's position; a jump cancels its speculation.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -215,12 +216,43 @@ func TestMemfdSealedBatches(t *testing.T) {
 					}
 				}
 			}
-			if st := m.Stats(); st.Made != uint64(mv.n) || st.Failed != 0 {
-				t.Fatalf("memfds: %+v, want %d made once each", st, mv.n)
+			// Each batch is made once, unless the cache's admission
+			// dropped it and the second pass built it again.
+			st := m.Stats()
+			if st.Made < uint64(mv.n) || st.Made > uint64(2*mv.n) || st.Failed != 0 {
+				t.Fatalf("memfds: %+v, want %d to %d made, none failed", st, mv.n, 2*mv.n)
 			}
-			if want := map[bool]int32{false: 0, true: int32(mv.n)}[inPlace]; ipv.inPlace.Load() != want {
-				t.Fatalf("%d built in place, want %d", ipv.inPlace.Load(), want)
+			if got := ipv.inPlace.Load(); inPlace != (got > 0) || (inPlace && uint64(got) != st.Made) {
+				t.Fatalf("%d built in place of %d memfds (in place: %v)", got, st.Made, inPlace)
 			}
 		})
+	}
+}
+
+// panicView panics building file 1.
+type panicView struct{ *memView }
+
+func (v panicView) Build(ctx context.Context, k int) ([]byte, error) {
+	if k == 1 {
+		panic("decoder bug")
+	}
+	return v.memView.Build(ctx, k)
+}
+
+// TestPanicInBuildIsAnError: a panic while building — in a worker's
+// speculative build or in a caller's — is that file's error; the store,
+// and the process, live on.
+func TestPanicInBuildIsAnError(t *testing.T) {
+	s := newStore(t, 4)
+	v := panicView{&memView{n: 4}}
+	if _, err := s.Get(context.Background(), v, 0, "r"); err != nil { // schedules 1..3 on the workers
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if _, err := s.Get(context.Background(), v, 1, "r"); err == nil || !strings.Contains(err.Error(), "decoder bug") {
+		t.Fatalf("file 1: %v, want the panic as an error", err)
+	}
+	if b, err := s.Get(context.Background(), v, 2, "r"); err != nil || text(b) != "2" {
+		t.Fatalf("file 2 after the panic: %q, %v", text(b), err)
 	}
 }

@@ -187,7 +187,7 @@ func (b *Bench) epoch(ds DataInfo, a Arm, r *Run, profile string) error {
 	case "zenithfs", "zenithfs-tuned", "zenithfs-local":
 		o := b.zenithOpts(ds, a)
 		if a.Kind == "zenithfs-tuned" {
-			o.Workers = b.cfg.TunedWorkers
+			o.Workers, o.Prefetch = b.cfg.TunedWorkers, b.cfg.TunedPrefetch
 		}
 		if profile != "" {
 			o.MetricsAddr = freeAddr()

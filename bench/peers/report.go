@@ -75,7 +75,13 @@ func armOrder(runs []Run) []string {
 		}
 	}
 	rank := func(id string) int {
-		for i, p := range []string{"zenithfs", "zenithfs view", "zenithfs w8", "zenithfs w8 view", "s3fs", "s3fs random", "rclone full", "rclone full random",
+		if strings.HasPrefix(id, "zenithfs w") { // the tuned arm, named after its flags
+			if strings.HasSuffix(id, " view") {
+				return 3
+			}
+			return 2
+		}
+		for i, p := range []string{"zenithfs", "zenithfs view", "", "", "s3fs", "s3fs random", "rclone full", "rclone full random",
 			"rclone off", "rclone off random", "sdk", "sdk random", "zenithfs local cold", "direct cold", "zenithfs local warm", "direct warm"} {
 			if p == id {
 				return i
@@ -129,7 +135,7 @@ func Ratios(res Result) []Ratio {
 	budget, _ := parseSize(res.Cfg.CacheSize)
 	for _, ds := range res.Datasets {
 		for _, net := range res.Cfg.Nets {
-			for _, zid := range []string{"zenithfs", fmt.Sprintf("zenithfs w%d", res.Cfg.TunedWorkers)} {
+			for _, zid := range []string{"zenithfs", res.Cfg.tunedName()} {
 				out = append(out, ratiosOf(res, ds, net, zid)...)
 			}
 		}

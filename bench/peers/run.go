@@ -27,6 +27,7 @@ type Config struct {
 	CacheSize            string
 	Prefetch, Workers    int
 	TunedWorkers         int
+	TunedPrefetch        int
 	SDKInflight          int
 	Seed, Epoch          uint64
 	MaxEpoch             time.Duration
@@ -57,7 +58,7 @@ func runMain(args []string) error {
 	fs.StringVar(&cfg.Work, "work", "", "work directory (server files, mountpoints, state); default a temp dir")
 	fs.IntVar(&cfg.Reps, "reps", 3, "interleaved repetitions (medians are reported)")
 	fs.StringVar(&arms, "arms", "zenithfs,zenithfs-tuned,s3fs,rclone-full,rclone-off,sdk,local",
-		"arms: zenithfs, zenithfs-tuned (zenithfs with -tuned-workers), s3fs, rclone-full, rclone-off, sdk, local (zenithfs-local and direct)")
+		"arms: zenithfs, zenithfs-tuned (zenithfs with -tuned-workers and -tuned-prefetch), s3fs, rclone-full, rclone-off, sdk, local (zenithfs-local and direct)")
 	fs.StringVar(&nets, "nets", "remote,loopback", "S3 networks: remote (the proxy shapes traffic), loopback (it only counts)")
 	fs.StringVar(&orders, "orders", "natural,shuffled", "read orders of the S3 arms")
 	fs.DurationVar(&cfg.Latency, "latency", 20*time.Millisecond, "remote: first-byte latency per request")
@@ -65,7 +66,8 @@ func runMain(args []string) error {
 	fs.StringVar(&cfg.CacheSize, "cache-size", "512MiB", "zenithfs --cache-size (P8's budget)")
 	fs.IntVar(&cfg.Prefetch, "prefetch", 8, "zenithfs --prefetch")
 	fs.IntVar(&cfg.Workers, "workers", 0, "zenithfs --workers (0: its default)")
-	fs.IntVar(&cfg.TunedWorkers, "tuned-workers", 8, "zenithfs-tuned arm: --workers (S3 GETs in flight are bounded by the workers)")
+	fs.IntVar(&cfg.TunedWorkers, "tuned-workers", 16, "zenithfs-tuned arm: --workers (S3 GETs in flight are bounded by the workers)")
+	fs.IntVar(&cfg.TunedPrefetch, "tuned-prefetch", 16, "zenithfs-tuned arm: --prefetch (and by the reader's read-ahead window)")
 	fs.IntVar(&cfg.SDKInflight, "sdk-inflight", 4, "sdk arm: row-group GETs in flight ahead of the decoder")
 	fs.Uint64Var(&cfg.Seed, "seed", 1, "shuffle seed (zenithfs view seed=S and the peers' permutation)")
 	fs.Uint64Var(&cfg.Epoch, "epoch", 0, "shuffle epoch")
@@ -124,7 +126,7 @@ func armsOf(cfg Config) []Arm {
 	var out []Arm
 	names := map[string]string{"zenithfs": "zenithfs", "zenithfs-tuned": "", "s3fs": "s3fs", "rclone-full": "rclone full", "rclone-off": "rclone off", "sdk": "sdk"}
 	for _, net := range cfg.Nets {
-		names["zenithfs-tuned"] = fmt.Sprintf("zenithfs w%d", cfg.TunedWorkers)
+		names["zenithfs-tuned"] = cfg.tunedName()
 		for _, k := range []string{"zenithfs", "zenithfs-tuned", "s3fs", "rclone-full", "rclone-off", "sdk"} {
 			if !has(cfg.Arms, k) {
 				continue
@@ -304,4 +306,9 @@ func machine() string {
 		parts = append(parts, "Linux "+strings.TrimSpace(string(b)))
 	}
 	return strings.Join(append(parts, runtime.Version()), ", ")
+}
+
+// tunedName is the zenithfs-tuned arm's name, after its flags.
+func (c Config) tunedName() string {
+	return fmt.Sprintf("zenithfs w%d p%d", c.TunedWorkers, c.TunedPrefetch)
 }
