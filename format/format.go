@@ -131,6 +131,10 @@ type File struct {
 	Prefix int64 `json:"prefix,omitempty"`
 	// TextOptions used to index the file (CSV, JSONL).
 	Header bool `json:"header,omitempty"`
+	// Footer is a Parquet file's serialized metadata (when at most
+	// maxKeptFooter bytes), kept so that reading a row group after a
+	// restart needs no round trips for the footer (two on S3).
+	Footer []byte `json:"footer,omitempty"`
 }
 
 // Options tune indexing.

@@ -1,6 +1,7 @@
 package format
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -60,7 +61,7 @@ func indexParquet(obj Object) (*File, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := &File{SchemaIPC: EncodeSchema(schema)}
+	f := &File{SchemaIPC: EncodeSchema(schema), Footer: footerBytes(md)}
 	for i := 0; i < md.NumRowGroups(); i++ {
 		rows := md.RowGroup(i).NumRows()
 		f.Segments = append(f.Segments, Segment{Rows: rows})
@@ -72,11 +73,35 @@ func indexParquet(obj Object) (*File, error) {
 	return f, nil
 }
 
+// maxKeptFooter bounds the footers an index keeps.
+const maxKeptFooter = 4 << 20
+
+// footerBytes serializes md for the index, or nil when it is too large.
+func footerBytes(md *metadata.FileMetaData) []byte {
+	if md.Size() > maxKeptFooter {
+		return nil
+	}
+	var buf bytes.Buffer
+	if _, err := md.WriteTo(&buf, nil); err != nil || buf.Len() > maxKeptFooter {
+		return nil
+	}
+	return buf.Bytes()
+}
+
+// parquetMeta returns the file's footer: from the index when it kept it,
+// else read from the object once.
 func (r *Reader) parquetMeta(obj Object) (*metadata.FileMetaData, error) {
 	r.pq.mu.Lock()
 	defer r.pq.mu.Unlock()
 	if r.pq.md != nil {
 		return r.pq.md, nil
+	}
+	if len(r.File.Footer) > 0 {
+		md, err := metadata.NewFileMetaData(r.File.Footer, nil)
+		if err == nil && md.NumRows == r.File.Rows && md.NumRowGroups() == len(r.File.Segments) {
+			r.pq.md = md
+			return md, nil
+		}
 	}
 	pf, err := openParquet(obj)
 	if err != nil {

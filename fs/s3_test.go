@@ -250,7 +250,8 @@ func TestS3ParquetEpochMatchesLocalMount(t *testing.T) {
 	}
 
 	// The epoch (index cached) fetched each source byte about once: the
-	// column chunks of every row group, and each footer.
+	// column chunks of every row group, one GET each (they are adjacent);
+	// the footers come from the index.
 	epoch := st.Stats()
 	gets, fetched := epoch.GETs-indexed.GETs, epoch.BytesFetched-indexed.BytesFetched
 	amp := float64(fetched) / float64(fx.objectBytes())
@@ -258,6 +259,13 @@ func TestS3ParquetEpochMatchesLocalMount(t *testing.T) {
 		indexed.GETs, indexed.BytesFetched, gets, fetched, amp, fx.objectBytes())
 	if gets == 0 || amp < 0.9 || amp > 1.3 {
 		t.Errorf("epoch fetched %d bytes in %d GETs: %.2f × the dataset's bytes, want about 1", fetched, gets, amp)
+	}
+	var rowGroups int64
+	for _, f := range s3Files {
+		rowGroups += (f.rows + f.rg - 1) / f.rg
+	}
+	if gets != rowGroups {
+		t.Errorf("epoch issued %d GETs, want %d: one per row group, no footer reads", gets, rowGroups)
 	}
 	if epoch.Errors != 0 || epoch.Retries != 0 {
 		t.Errorf("errors or retries against a healthy server: %+v", epoch)

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -46,8 +47,10 @@ func TestBenchmarkEndToEnd(t *testing.T) {
 			if m == nil {
 				t.Fatalf("no epoch row for %s %s in:\n%s", k, arm, md)
 			}
-			if m[1] != "1.000" {
-				t.Errorf("%s %s: fetched %s × the dataset's bytes, want 1.000", k, arm, m[1])
+			// No byte fetched twice; zenithfs skips the footers, which
+			// its index keeps, so it may fetch slightly less than all.
+			if x, err := strconv.ParseFloat(m[1], 64); err != nil || x > 1.0 || x < 0.9 {
+				t.Errorf("%s %s: fetched %s × the dataset's bytes, want 0.9–1.000", k, arm, m[1])
 			}
 		}
 	}
