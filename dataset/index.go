@@ -143,13 +143,16 @@ func (s *Snapshot) computeSizes(ctx context.Context) error {
 	n := s.NumBatches()
 	s.sizes = make([]int64, n)
 	workers := min(s.ds.opts.Workers, max(n, 1))
-	var done atomic.Int64
+	var done, next atomic.Int64
 	var mu sync.Mutex
 	g, gctx := errgroup.WithContext(ctx)
 	for w := 0; w < workers; w++ {
-		lo, hi := w*n/workers, (w+1)*n/workers
+		// Workers take batches in order, so the batches of one source
+		// segment are encoded close together: the segment is decoded (and
+		// on S3 fetched) once, not again by a worker whose share of the
+		// batches starts in the middle of it after it left the cache.
 		g.Go(func() error {
-			for k := lo; k < hi; k++ {
+			for k := int(next.Add(1) - 1); k < n; k = int(next.Add(1) - 1) {
 				if err := gctx.Err(); err != nil {
 					return err
 				}
