@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -37,8 +38,11 @@ type datasetDir struct {
 	// passthrough: open handles offer a memfd for FUSE passthrough.
 	passthrough bool
 
-	invMu  sync.Mutex
-	invGen uint64 // newest generation whose change the kernel has been told of
+	// kernelGen is the newest generation whose change the kernel has been
+	// told of. Lookups read it without a lock: they must never wait on
+	// invMu, whose holder may be waiting, in the kernel, on their directory.
+	kernelGen atomic.Uint64
+	invMu     sync.Mutex // serializes invalidations
 }
 
 var (
@@ -57,36 +61,31 @@ func (d *datasetDir) snapshot(ctx context.Context) (*dataset.Snapshot, error) {
 		d.sh.errs.add(err.Error())
 		return nil, err
 	}
-	if d.stale(s.Gen) {
+	if s.Gen > d.kernelGen.Load() {
 		go d.invalidate(s.Gen)
 	}
 	return s, nil
-}
-
-// stale reports whether the kernel may still hold entries of a generation
-// older than gen.
-func (d *datasetDir) stale(gen uint64) bool {
-	d.invMu.Lock()
-	defer d.invMu.Unlock()
-	return gen > d.invGen
 }
 
 // invalidate drops the kernel's cached entries (and with them the cached
 // sizes) of every file under this directory, views included, unless that
 // was already done for gen. It returns when the kernel has dropped them,
 // so it must not run inside a request that holds a lock on one of these
-// directories (lookup, readdir); an open holds none.
+// directories (lookup, readdir); an open holds none. While it waits on the
+// kernel, lookups in these directories must be able to complete: nothing
+// they do may wait on invMu.
 func (d *datasetDir) invalidate(gen uint64) {
 	d.invMu.Lock()
 	defer d.invMu.Unlock()
-	if gen <= d.invGen {
+	old := d.kernelGen.Load()
+	if gen <= old {
 		return
 	}
-	if d.invGen != 0 {
+	if old != 0 {
 		d.sh.log.Info("dataset changed; invalidating kernel entries", "dataset", d.ds.Name, "generation", gen)
 		dropEntries(&d.Inode)
 	}
-	d.invGen = gen
+	d.kernelGen.Store(gen)
 }
 
 // dropEntries makes the kernel forget the entry of every file under n.
