@@ -93,12 +93,14 @@ func (x *Blob) Data() ([]byte, error) {
 // Memfds makes memfd blobs and keeps the memory of those no longer
 // reachable from piling up (see the package doc).
 type Memfds struct {
-	limit  int64
-	onLive func(live int64)
-	live   atomic.Int64
-	peak   atomic.Int64
-	made   atomic.Uint64
-	failed atomic.Uint64
+	limit    int64
+	maxFiles int64 // at most this many memfds at once (0: no cap)
+	files    atomic.Int64
+	onLive   func(live int64)
+	live     atomic.Int64
+	peak     atomic.Int64
+	made     atomic.Uint64
+	failed   atomic.Uint64
 
 	gcMu    sync.Mutex
 	sinceGC int64 // bytes of memfds made since the last collection
@@ -117,6 +119,31 @@ func NewMemfds(limit int64, onLive func(live int64)) *Memfds {
 	return &Memfds{limit: limit, onLive: onLive}
 }
 
+// SetMaxFiles caps the memfds alive at once: each holds a file
+// descriptor, and a cache of many small batches must not take the
+// daemon's last ones (its source files and sockets need them). Past the
+// cap, after a collection, batches are kept in memory instead. Call it
+// before the first New or Fill.
+func (m *Memfds) SetMaxFiles(n int64) { m.maxFiles = n }
+
+// errTooManyFiles says a batch stays in memory for want of descriptors.
+var errTooManyFiles = errors.New("too many memfd batches open at once (file descriptors)")
+
+// roomForFile reports whether one more memfd may be made, collecting
+// unreachable ones first when at the cap.
+func (m *Memfds) roomForFile() bool {
+	if m.maxFiles <= 0 || m.files.Load() < m.maxFiles {
+		return true
+	}
+	m.gcMu.Lock()
+	if m.files.Load() >= m.maxFiles {
+		runtime.GC()
+		m.sinceGC = 0
+	}
+	m.gcMu.Unlock()
+	return m.files.Load() < m.maxFiles
+}
+
 func (m *Memfds) add(n int64) int64 {
 	live := m.live.Add(n)
 	if m.onLive != nil {
@@ -129,6 +156,10 @@ func (m *Memfds) add(n int64) int64 {
 // memory) it returns an in-memory blob of b and the reason.
 func (m *Memfds) New(b []byte) (*Blob, error) {
 	m.collect(int64(len(b)))
+	if !m.roomForFile() {
+		m.failed.Add(1)
+		return Bytes(b), errTooManyFiles
+	}
 	x, err := Memfd(b)
 	if err != nil {
 		m.failed.Add(1)
@@ -143,6 +174,14 @@ func (m *Memfds) New(b []byte) (*Blob, error) {
 // reason; an error of fill's own is returned with a nil blob.
 func (m *Memfds) Fill(size int64, fill func(dst []byte) error) (*Blob, error) {
 	m.collect(size)
+	if !m.roomForFile() {
+		m.failed.Add(1)
+		b := make([]byte, size)
+		if err := fill(b); err != nil {
+			return nil, err
+		}
+		return Bytes(b), errTooManyFiles
+	}
 	f, err := filledMemfd(size, fill)
 	var fillErr *fillError
 	switch {
@@ -228,7 +267,8 @@ func (m *Memfds) track(x *Blob) *Blob {
 			break
 		}
 	}
-	runtime.AddCleanup(x, func(n int64) { m.add(-n) }, x.n)
+	m.files.Add(1)
+	runtime.AddCleanup(x, func(n int64) { m.add(-n); m.files.Add(-1) }, x.n)
 	return x
 }
 

@@ -125,3 +125,46 @@ func TestFillWritesTheMemfdInPlace(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 }
+
+// TestMaxFilesKeepsBatchesInMemoryPastTheCap: past the cap on live memfds
+// a batch stays in memory (with the reason), and once the memfds held are
+// dropped, memfds are made again.
+func TestMaxFilesKeepsBatchesInMemoryPastTheCap(t *testing.T) {
+	m := NewMemfds(1<<30, nil)
+	m.SetMaxFiles(3)
+	var held []*Blob
+	for i := 0; i < 3; i++ {
+		x, err := m.New([]byte("abc"))
+		if err != nil || x.File() == nil {
+			t.Fatalf("memfd %d: %v", i, err)
+		}
+		held = append(held, x)
+	}
+	x, err := m.New([]byte("abc"))
+	if !errors.Is(err, errTooManyFiles) || x.File() != nil {
+		t.Fatalf("past the cap: memfd %v, err %v", x.File() != nil, err)
+	}
+	if d, _ := x.Data(); string(d) != "abc" {
+		t.Fatalf("in-memory fallback holds %q", d)
+	}
+	y, err := m.Fill(3, func(dst []byte) error { copy(dst, "xyz"); return nil })
+	if !errors.Is(err, errTooManyFiles) || y.File() != nil {
+		t.Fatalf("Fill past the cap: memfd %v, err %v", y.File() != nil, err)
+	}
+	if d, _ := y.Data(); string(d) != "xyz" {
+		t.Fatalf("Fill's in-memory fallback holds %q", d)
+	}
+	runtime.KeepAlive(held)
+	held = nil
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		z, err := m.New([]byte("abc"))
+		if err == nil && z.File() != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no memfd after dropping the held ones: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -188,12 +188,22 @@ func (v *View) Build(ctx context.Context, k int) ([]byte, error) {
 	return b, nil
 }
 
-// BuildInto builds file k into dst, which must hold exactly its size; only
-// for files whose size KnownSize gives (natural batches as Arrow IPC).
+// BuildInto builds file k into dst, which must hold exactly the size
+// KnownSize gave. Natural batches as Arrow IPC are encoded in place; any
+// other file (npz, block-shuffled, sized by an earlier build) is built and
+// copied.
 func (v *View) BuildInto(ctx context.Context, k int, dst []byte) error {
 	nat, ok := v.Natural(k)
 	if k < 0 || k >= v.n || !ok || v.spec.Format != FormatArrow {
-		return fmt.Errorf("view %s: file %d cannot be built in place", v.spec, k)
+		b, err := v.Build(ctx, k)
+		if err != nil {
+			return err
+		}
+		if len(b) != len(dst) {
+			return fmt.Errorf("view %s file %d: built %d bytes, %d expected: %w", v.spec, k, len(b), len(dst), ErrChanged)
+		}
+		copy(dst, b)
+		return nil
 	}
 	if err := v.snap.BuildInto(ctx, nat, dst); err != nil {
 		return fmt.Errorf("view %s file %d: %w", v.spec, k, err)

@@ -393,3 +393,38 @@ func decodeOne(t *testing.T, b []byte) arrow.RecordBatch {
 	rec.Retain()
 	return rec
 }
+
+// TestBuildIntoWhereverTheSizeIsKnown: every file whose size KnownSize
+// gives — natural batches at once, npz and block-shuffled files once built —
+// builds into a buffer of that size exactly as Build does (the prefetch
+// store builds memfd batches that way).
+func TestBuildIntoWhereverTheSizeIsKnown(t *testing.T) {
+	dir := t.TempDir()
+	if err := sampledata.WriteParquet(filepath.Join(dir, "a.parquet"), 1000, 170); err != nil {
+		t.Fatal(err)
+	}
+	s := viewSnapshot(t, dir, 64)
+	ctx := context.Background()
+	for _, spec := range []string{"format=arrow", "seed=1,epoch=0", "seed=1,epoch=0,shuffle=block:4", "seed=1,epoch=0,format=npz"} {
+		v := mustView(t, s, spec)
+		for k := 0; k < v.NumBatches(); k++ {
+			if _, known := v.KnownSize(k); !known {
+				if _, err := v.Build(ctx, k); err != nil { // sizes it
+					t.Fatal(err)
+				}
+			}
+			n, known := v.KnownSize(k)
+			if !known {
+				t.Fatalf("%s file %d: size unknown after a build", spec, k)
+			}
+			want, err := v.Build(ctx, k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := make([]byte, n)
+			if err := v.BuildInto(ctx, k, got); err != nil || !bytes.Equal(got, want) {
+				t.Fatalf("%s file %d: BuildInto %v, equal to Build: %v", spec, k, err, bytes.Equal(got, want))
+			}
+		}
+	}
+}

@@ -99,6 +99,7 @@ func (r *Reader) parquetMeta(obj Object) (*metadata.FileMetaData, error) {
 	if len(r.File.Footer) > 0 {
 		md, err := metadata.NewFileMetaData(r.File.Footer, nil)
 		if err == nil && md.NumRows == r.File.Rows && md.NumRowGroups() == len(r.File.Segments) {
+			md.SetSourceFileSize(obj.Size()) // as reading it from the file would
 			r.pq.md = md
 			return md, nil
 		}

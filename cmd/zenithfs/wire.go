@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/zenithfs/zenithfs/blob"
@@ -156,6 +157,12 @@ func heapLimiter(total, floor int64) func(memfds int64) {
 // memory, logged once. onLive (may be nil) follows the memfds' live bytes.
 func memfdSealer(limit int64, onLive func(int64), log *slog.Logger) (*blob.Memfds, prefetch.Sealer) {
 	m := blob.NewMemfds(limit, onLive)
+	// Half the descriptors (Go raised the soft limit to the hard one) may
+	// hold memfd batches; the rest are for sources, sockets and FUSE.
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err == nil && rl.Cur > 0 && rl.Cur < 1<<40 {
+		m.SetMaxFiles(int64(rl.Cur / 2))
+	}
 	var once sync.Once
 	return m, blob.Fallback{M: m, OnFail: func(err error) {
 		once.Do(func() { log.Warn("memfd batches unavailable; keeping batches in memory", "err", err) })
