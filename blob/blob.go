@@ -129,21 +129,6 @@ func (m *Memfds) SetMaxFiles(n int64) { m.maxFiles = n }
 // errTooManyFiles says a batch stays in memory for want of descriptors.
 var errTooManyFiles = errors.New("too many memfd batches open at once (file descriptors)")
 
-// roomForFile reports whether one more memfd may be made, collecting
-// unreachable ones first when at the cap.
-func (m *Memfds) roomForFile() bool {
-	if m.maxFiles <= 0 || m.files.Load() < m.maxFiles {
-		return true
-	}
-	m.gcMu.Lock()
-	if m.files.Load() >= m.maxFiles {
-		runtime.GC()
-		m.sinceGC = 0
-	}
-	m.gcMu.Unlock()
-	return m.files.Load() < m.maxFiles
-}
-
 func (m *Memfds) add(n int64) int64 {
 	live := m.live.Add(n)
 	if m.onLive != nil {
@@ -155,8 +140,7 @@ func (m *Memfds) add(n int64) int64 {
 // New copies b into a new sealed memfd. On failure (no memfd_create, out of
 // memory) it returns an in-memory blob of b and the reason.
 func (m *Memfds) New(b []byte) (*Blob, error) {
-	m.collect(int64(len(b)))
-	if !m.roomForFile() {
+	if !m.collect(int64(len(b))) {
 		m.failed.Add(1)
 		return Bytes(b), errTooManyFiles
 	}
@@ -173,8 +157,7 @@ func (m *Memfds) New(b []byte) (*Blob, error) {
 // can be made, it fills an in-memory blob instead and returns it with the
 // reason; an error of fill's own is returned with a nil blob.
 func (m *Memfds) Fill(size int64, fill func(dst []byte) error) (*Blob, error) {
-	m.collect(size)
-	if !m.roomForFile() {
+	if !m.collect(size) {
 		m.failed.Add(1)
 		b := make([]byte, size)
 		if err := fill(b); err != nil {
@@ -272,15 +255,21 @@ func (m *Memfds) track(x *Blob) *Blob {
 	return x
 }
 
-func (m *Memfds) collect(n int64) {
+// collect runs a garbage collection, so that memfds nothing holds any more
+// are closed, before one of n bytes is made: when the live memfds pass the
+// byte limit (at most once per limit/4 bytes made) or the file cap. It
+// reports whether there is room for one more memfd under the cap.
+func (m *Memfds) collect(n int64) bool {
 	m.gcMu.Lock()
 	defer m.gcMu.Unlock()
 	m.sinceGC += n
-	if m.live.Load()+n <= m.limit || m.sinceGC < m.limit/4 {
-		return
+	overBytes := m.live.Load()+n > m.limit && m.sinceGC >= m.limit/4
+	atCap := m.maxFiles > 0 && m.files.Load() >= m.maxFiles
+	if overBytes || atCap {
+		runtime.GC()
+		m.sinceGC = 0
 	}
-	runtime.GC()
-	m.sinceGC = 0
+	return m.maxFiles <= 0 || m.files.Load() < m.maxFiles
 }
 
 // MemfdStats are a Memfds' counters.
@@ -301,7 +290,10 @@ func (m *Memfds) Stats() MemfdStats {
 // Memfd copies b into a new sealed memfd, outside any Memfds' accounting
 // (the caller closes it when done: Close).
 func Memfd(b []byte) (*Blob, error) {
-	f, err := memfd(b)
+	f, err := filledMemfd(int64(len(b)), func(dst []byte) error {
+		copy(dst, b)
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -315,24 +307,6 @@ func (x *Blob) Close() error {
 		return nil
 	}
 	return x.f.Close()
-}
-
-// memfd returns a sealed, read-only memfd holding b.
-func memfd(b []byte) (*os.File, error) {
-	fd, err := unix.MemfdCreate("zenithfs-batch", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
-	if err != nil {
-		return nil, fmt.Errorf("memfd_create: %w", err)
-	}
-	f := os.NewFile(uintptr(fd), "zenithfs-batch")
-	if _, err := f.WriteAt(b, 0); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("memfd write: %w", err)
-	}
-	if err := seal(f); err != nil {
-		f.Close()
-		return nil, err
-	}
-	return f, nil
 }
 
 // Fallback makes memfd blobs with M and, where one cannot be made, keeps
