@@ -319,7 +319,7 @@ func (f *batchFile) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, o
 	if err != nil {
 		f.sh.log.Error("batch read failed", "file", f.Path(nil), "err", err)
 		f.sh.errs.add(fmt.Sprintf("read %s: %v", f.Path(nil), err))
-		return nil, syscall.EIO
+		return nil, toErrno(err)
 	}
 	return r, 0
 }
