@@ -53,6 +53,14 @@ type Options struct {
 	Logger           *slog.Logger
 	// Progress, when set, is called during the index pass.
 	Progress func(name string, done, total int64)
+	// Decode, when set, runs the independent tasks of decoding one
+	// segment (a Parquet row group's columns), e.g. on a pool of
+	// low-priority threads; nil decodes them one after another.
+	Decode func(n int, task func(i int) error) error
+	// Background, when set, runs read-ahead work (decoding the next source
+	// segment) in the background, e.g. on a low-priority thread; nil
+	// starts a goroutine.
+	Background func(func())
 }
 
 func (o *Options) defaults() {
@@ -303,14 +311,24 @@ func (s *Snapshot) Size(k int) (int64, error) {
 // equal bytes.
 func (s *Snapshot) Key(k int) string { return fmt.Sprintf("%s/%d", s.ID, k) }
 
-// Build encodes batch k as an Arrow IPC file.
+// Build encodes batch k as an Arrow IPC file. Like BuildInto, it takes
+// batch k to be read in dataset order: it starts decoding the source
+// segment after the batch's last one in the background (readAhead).
 func (s *Snapshot) Build(ctx context.Context, k int) ([]byte, error) {
+	b, err := s.build(ctx, k)
+	if err == nil {
+		s.readAhead(k)
+	}
+	return b, err
+}
+
+func (s *Snapshot) build(ctx context.Context, k int) ([]byte, error) {
 	n, err := s.Size(k)
 	if err != nil {
 		return nil, err
 	}
 	b := make([]byte, n)
-	if err := s.BuildInto(ctx, k, b); err != nil {
+	if err := s.buildInto(ctx, k, b); err != nil {
 		return nil, err
 	}
 	return b, nil
@@ -323,8 +341,17 @@ func (s *Snapshot) KnownSize(k int) (int64, bool) {
 	return n, err == nil
 }
 
-// BuildInto encodes batch k into dst, which must hold exactly its Size.
+// BuildInto encodes batch k into dst, which must hold exactly its Size,
+// and reads ahead like Build.
 func (s *Snapshot) BuildInto(ctx context.Context, k int, dst []byte) error {
+	err := s.buildInto(ctx, k, dst)
+	if err == nil {
+		s.readAhead(k)
+	}
+	return err
+}
+
+func (s *Snapshot) buildInto(ctx context.Context, k int, dst []byte) error {
 	n, err := s.Size(k)
 	if err != nil {
 		return err
@@ -417,8 +444,55 @@ func (s *Snapshot) Record(ctx context.Context, k int) (arrow.RecordBatch, error)
 	return rec, nil
 }
 
+// readAhead starts decoding, in the background, the source segment that
+// follows the last one batch k uses (in the same file, or the next file's
+// first), unless it is decoded or being decoded: a reader going through
+// the batches in order then finds it decoded when it gets there. Prefetch
+// alone reads ahead a number of batches, which can be less than a segment
+// (a Parquet row group) takes to decode.
+func (s *Snapshot) readAhead(k int) {
+	_, hi := s.BatchRows(k)
+	if hi <= 0 || hi >= s.Rows {
+		return
+	}
+	files := s.filesFor(hi-1, hi)
+	if len(files) == 0 {
+		return
+	}
+	f := files[0]
+	row := hi - 1 - f.FirstRow
+	si := sort.Search(len(f.segStart), func(i int) bool { return f.segStart[i]+f.Index.Segments[i].Rows > row })
+	cur := s.segmentKey(f, si)
+	si++
+	for si >= len(f.segStart) { // the next file with rows
+		next := s.filesFor(f.FirstRow+f.Index.Rows, f.FirstRow+f.Index.Rows+1)
+		if len(next) == 0 || next[0] == f {
+			return
+		}
+		f, si = next[0], 0
+	}
+	key := s.segmentKey(f, si)
+	if !s.ds.segs.startAhead(key, cur) {
+		return
+	}
+	run := s.ds.opts.Background
+	if run == nil {
+		run = func(f func()) { go f() }
+	}
+	run(func() {
+		defer s.ds.segs.doneAhead(key)
+		// An error here is the next reader's to see, when it decodes the
+		// segment itself.
+		_, _ = s.segment(context.Background(), f, si)
+	})
+}
+
+func (s *Snapshot) segmentKey(f *SourceFile, i int) string {
+	return fmt.Sprintf("%s\x00%s\x00%s\x00%d", s.ds.loc.StoreID, f.Info.Key, f.Info.Identity(), i)
+}
+
 func (s *Snapshot) segment(ctx context.Context, f *SourceFile, i int) (arrow.RecordBatch, error) {
-	key := fmt.Sprintf("%s\x00%s\x00%s\x00%d", s.ds.loc.StoreID, f.Info.Key, f.Info.Identity(), i)
+	key := s.segmentKey(f, i)
 	return s.ds.segs.get(ctx, key, func(ctx context.Context) (arrow.RecordBatch, error) {
 		obj := &object{ctx: ctx, store: s.ds.loc.Store, key: f.Info.Key, size: f.Info.Size, etag: f.Info.ETag}
 		rec, err := f.reader.ReadSegment(ctx, obj, i)

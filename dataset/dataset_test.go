@@ -185,3 +185,56 @@ func TestCorruptRowGroupFailsOnlyItsBatches(t *testing.T) {
 		}
 	}
 }
+
+func TestBuildReadsTheNextSegmentAhead(t *testing.T) {
+	dir := t.TempDir()
+	for _, name := range []string{"a.parquet", "b.parquet"} {
+		if err := sampledata.WriteParquet(filepath.Join(dir, name), 3000, 1000); err != nil {
+			t.Fatal(err)
+		}
+	}
+	state := t.TempDir()
+	load(t, dir, Options{BatchSize: 500, StateDir: state}) // the index pass decodes everything
+	var ran int
+	d := load(t, dir, Options{BatchSize: 500, StateDir: state, Background: func(f func()) { ran++; f() }})
+	s, _ := d.Current()
+	if !s.FromCache {
+		t.Fatal("second load did not reuse the index")
+	}
+	decodes := func() uint64 { _, m, _ := d.SegmentStats(); return m }
+	ctx := context.Background()
+	if _, err := s.Build(ctx, 0); err != nil { // a's row group 0, and 1 ahead
+		t.Fatal(err)
+	}
+	if decodes() != 2 || ran != 1 {
+		t.Fatalf("after batch 0: %d decodes, %d read-aheads; want 2, 1", decodes(), ran)
+	}
+	if _, err := s.Build(ctx, 2); err != nil { // row group 1 was read ahead; 2 now is
+		t.Fatal(err)
+	}
+	if decodes() != 3 {
+		t.Fatalf("after batch 2: %d decodes, want 3 (row group 1 from the read-ahead)", decodes())
+	}
+	if _, err := s.Build(ctx, 5); err != nil { // a's last batch: b's first row group ahead
+		t.Fatal(err)
+	}
+	if decodes() != 4 {
+		t.Fatalf("after batch 5: %d decodes, want 4 (b's row group 0 ahead)", decodes())
+	}
+	if _, err := s.Build(ctx, 6); err != nil {
+		t.Fatal(err)
+	}
+	if decodes() != 5 {
+		t.Fatalf("after batch 6: %d decodes, want 5", decodes())
+	}
+	if _, err := s.Build(ctx, s.NumBatches()-1); err != nil { // the last batch: nothing after it
+		t.Fatal(err)
+	}
+	before := ran
+	if _, err := s.Build(ctx, s.NumBatches()-1); err != nil {
+		t.Fatal(err)
+	}
+	if ran != before {
+		t.Fatal("the last batch read ahead past the end")
+	}
+}

@@ -114,7 +114,9 @@ func (d *Dataset) indexFile(ctx context.Context, info source.Info) (*SourceFile,
 		}
 		d.saveFileIndex(key, fi)
 	}
-	f := &SourceFile{Info: info, Index: fi, reader: format.NewReader(fi)}
+	r := format.NewReader(fi)
+	r.Each = d.opts.Decode
+	f := &SourceFile{Info: info, Index: fi, reader: r}
 	var row int64
 	for _, seg := range fi.Segments {
 		f.segStart = append(f.segStart, row)

@@ -21,6 +21,7 @@ type segCache struct {
 	ll    *list.List // front = most recent
 	items map[string]*list.Element
 	sf    singleflight.Group
+	ahead map[string]bool // keys being read ahead
 
 	hits, misses uint64
 }
@@ -32,7 +33,33 @@ type segEntry struct {
 }
 
 func newSegCache(max int64) *segCache {
-	return &segCache{max: max, ll: list.New(), items: map[string]*list.Element{}}
+	return &segCache{max: max, ll: list.New(), items: map[string]*list.Element{}, ahead: map[string]bool{}}
+}
+
+// startAhead reports whether key should be read ahead now, after cur
+// (the segment in use): it is neither cached nor already being read ahead
+// (then it is marked so until doneAhead), and the cache can hold it beside
+// cur (taken to be as big), so that reading ahead never evicts the segment
+// readers are still cutting batches from. At most two segments are read
+// ahead at once.
+func (c *segCache) startAhead(key, cur string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.items[cur]
+	if !ok || 2*e.Value.(*segEntry).size > c.max {
+		return false
+	}
+	if _, ok := c.items[key]; ok || c.ahead[key] || len(c.ahead) >= 2 {
+		return false
+	}
+	c.ahead[key] = true
+	return true
+}
+
+func (c *segCache) doneAhead(key string) {
+	c.mu.Lock()
+	delete(c.ahead, key)
+	c.mu.Unlock()
 }
 
 func (c *segCache) get(ctx context.Context, key string, load func(context.Context) (arrow.RecordBatch, error)) (arrow.RecordBatch, error) {
@@ -44,9 +71,11 @@ func (c *segCache) get(ctx context.Context, key string, load func(context.Contex
 		c.mu.Unlock()
 		return rec, nil
 	}
-	c.misses++
 	c.mu.Unlock()
 	v, err, _ := c.sf.Do(key, func() (any, error) {
+		c.mu.Lock()
+		c.misses++ // a decode, however many waited on it
+		c.mu.Unlock()
 		// A segment is decoded on behalf of every waiter: do not let one
 		// waiter's cancellation fail the others.
 		rec, err := load(context.WithoutCancel(ctx))

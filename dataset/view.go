@@ -205,7 +205,7 @@ func (v *View) BuildInto(ctx context.Context, k int, dst []byte) error {
 		copy(dst, b)
 		return nil
 	}
-	if err := v.snap.BuildInto(ctx, nat, dst); err != nil {
+	if err := v.snap.buildInto(ctx, nat, dst); err != nil {
 		return fmt.Errorf("view %s file %d: %w", v.spec, k, err)
 	}
 	noteBuilt(ctx)
@@ -215,7 +215,7 @@ func (v *View) BuildInto(ctx context.Context, k int, dst []byte) error {
 func (v *View) build(ctx context.Context, k int) ([]byte, error) {
 	nat, ok := v.Natural(k)
 	if ok && v.spec.Format == FormatArrow {
-		return v.snap.Build(ctx, nat)
+		return v.snap.build(ctx, nat)
 	}
 	var rec arrow.RecordBatch
 	if ok {

@@ -228,6 +228,10 @@ func (r *Reader) ReadSegment(ctx context.Context, obj Object, i int) (arrow.Reco
 // Reader decodes segments of one indexed file. It is safe for concurrent use.
 type Reader struct {
 	File *File
+	// Each runs n independent decoding tasks (a Parquet row group's
+	// columns), perhaps in parallel, and returns their errors joined; nil
+	// runs them one after another in the caller.
+	Each func(n int, task func(i int) error) error
 	pq   parquetState
 	sch  schemaState
 }

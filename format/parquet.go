@@ -3,6 +3,7 @@ package format
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -153,29 +154,71 @@ func (r *Reader) readParquet(ctx context.Context, obj Object, rg int) (arrow.Rec
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
 	}
-	fr, err := pqarrow.NewFileReader(pf, pqarrow.ArrowReadProperties{BatchSize: rgmd.NumRows(), Parallel: true}, memory.DefaultAllocator)
+	fr, err := pqarrow.NewFileReader(pf, pqarrow.ArrowReadProperties{BatchSize: rgmd.NumRows()}, memory.DefaultAllocator)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
-	}
-	rr, err := fr.GetRecordReader(ctx, nil, []int{rg})
-	if err != nil {
-		return nil, fmt.Errorf("%w: row group %d: %v", ErrCorrupt, rg, err)
-	}
-	defer rr.Release()
-	var recs []arrow.RecordBatch
-	for rr.Next() {
-		rec := rr.RecordBatch()
-		rec.Retain()
-		recs = append(recs, rec)
-	}
-	if err := rr.Err(); err != nil && err != io.EOF {
-		return nil, fmt.Errorf("%w: row group %d: %v", ErrCorrupt, rg, err)
 	}
 	schema, err := r.schema()
 	if err != nil {
 		return nil, err
 	}
-	return ConcatRecords(schema, recs)
+	if len(fr.Manifest.Fields) != schema.NumFields() {
+		return nil, fmt.Errorf("%w: row group %d has %d fields, the file's schema %d", ErrCorrupt, rg, len(fr.Manifest.Fields), schema.NumFields())
+	}
+	// The columns are decoded as separate tasks (by r.Each, in parallel
+	// where it can) rather than by pqarrow's parallel reader, whose
+	// goroutine per column would compete with FUSE requests for the CPU.
+	rows := rgmd.NumRows()
+	cols := make([]arrow.Array, schema.NumFields())
+	each := r.Each
+	if each == nil {
+		each = serially
+	}
+	err = each(len(cols), func(c int) error {
+		ch, err := fr.RowGroup(rg).Column(c).Read(ctx)
+		if err != nil {
+			return fmt.Errorf("column %d: %w", c, err)
+		}
+		defer ch.Release()
+		a, err := singleArray(ch)
+		if err != nil {
+			return fmt.Errorf("column %d: %w", c, err)
+		}
+		if int64(a.Len()) != rows || !arrow.TypeEqual(a.DataType(), schema.Field(c).Type) {
+			return fmt.Errorf("column %d: decoded %d rows of %s, want %d of %s", c, a.Len(), a.DataType(), rows, schema.Field(c).Type)
+		}
+		cols[c] = a
+		return nil
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("%w: row group %d: %w", ErrCorrupt, rg, err)
+	}
+	return array.NewRecordBatch(schema, cols, rows), nil
+}
+
+// serially runs n tasks one after another (Reader.Each when none is set).
+func serially(n int, task func(i int) error) error {
+	var errs []error
+	for i := range n {
+		errs = append(errs, task(i))
+	}
+	return errors.Join(errs...)
+}
+
+// singleArray is a column's chunks as one array.
+func singleArray(ch *arrow.Chunked) (arrow.Array, error) {
+	switch chunks := ch.Chunks(); len(chunks) {
+	case 0:
+		return array.MakeArrayOfNull(memory.DefaultAllocator, ch.DataType(), 0), nil
+	case 1:
+		chunks[0].Retain()
+		return chunks[0], nil
+	default:
+		return array.Concatenate(chunks, memory.DefaultAllocator)
+	}
 }
 
 // ConcatRecords joins records of one schema's columns into one record

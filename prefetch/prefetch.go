@@ -56,6 +56,9 @@ type Options struct {
 	PendingBytes int64         // budget for built-but-unread speculative batches (default 64 MiB)
 	IdleTimeout  time.Duration // a reader idle this long loses its speculative work (default 30s)
 	Logger       *slog.Logger
+	// OnWorker, when set, is called first in each worker goroutine (the
+	// daemon lowers the worker thread's scheduling priority there).
+	OnWorker func()
 	// Sealer turns built files into what the cache holds (e.g. memfds for
 	// FUSE passthrough), building in place where the view can; nil keeps
 	// the bytes in memory.
@@ -362,6 +365,9 @@ func (s *Store) next() *task {
 
 func (s *Store) worker() {
 	defer s.wg.Done()
+	if s.opts.OnWorker != nil {
+		s.opts.OnWorker()
+	}
 	for {
 		t := s.next()
 		if t == nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/zenithfs/zenithfs/dataset"
 	zfs "github.com/zenithfs/zenithfs/fs"
+	"github.com/zenithfs/zenithfs/internal/lowprio"
 	"github.com/zenithfs/zenithfs/internal/uring"
 	"github.com/zenithfs/zenithfs/source"
 )
@@ -80,8 +82,21 @@ func wire(ctx context.Context, cfg *Config, log *slog.Logger, workers int, check
 		w.memfds, sealer = memfdSealer(c.Budget()+pending, setLimit, log)
 		w.closers = append(w.closers, w.sampleMemory(20*time.Millisecond))
 	}
+	// Building ahead of readers runs at a lower priority than serving
+	// them: the prefetch workers and a pool of decoding helpers (one per
+	// core) on niced threads, with Ps to spare for FUSE requests.
+	pool := lowprio.New(runtime.NumCPU(), lowprio.Nice)
+	w.closers = append(w.closers, pool.Close)
+	if os.Getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(lowprio.Procs(runtime.NumCPU(), workers+pool.Threads()+2)) // +2: segments read ahead
+	}
+	lower := func() {
+		if err := lowprio.Lower(lowprio.Nice); err != nil {
+			log.Debug("prefetch worker keeps its priority", "err", err)
+		}
+	}
 	pf, err := prefetch.New(prefetch.Options{Cache: c, Workers: workers, Depth: cfg.Prefetch,
-		PendingBytes: pending, Logger: log, Sealer: sealer})
+		PendingBytes: pending, Logger: log, Sealer: sealer, OnWorker: lower})
 	if err != nil {
 		return nil, err
 	}
@@ -115,6 +130,8 @@ func wire(ctx context.Context, cfg *Config, log *slog.Logger, workers int, check
 			SegmentCacheBytes: segBytes / int64(len(cfg.Datasets)),
 			CheckInterval:     checkEvery,
 			VerifyAfterBuild:  isLocal,
+			Decode:            pool.Each,
+			Background:        func(f func()) { go func() { lower(); f() }() },
 			Logger:            log,
 			Progress:          progress,
 		})
