@@ -190,42 +190,64 @@ type fillError struct{ err error }
 func (e *fillError) Error() string { return e.err.Error() }
 
 // filledMemfd makes a sealed memfd of size bytes: fill writes them into a
-// buffer from pool, which is then copied into the memfd.
+// buffer from pool, which is then copied into the memfd. The memfd is made
+// first, so that where none can be made the batch is not built for nothing.
 func filledMemfd(pool *sync.Pool, size int64, fill func([]byte) error) (*os.File, error) {
+	f, err := newMemfd()
+	if err != nil {
+		return nil, err
+	}
 	var buf []byte
 	if size > 0 {
 		buf = getBuf(pool, size)
 		defer putBuf(pool, buf)
 	}
 	if err := fill(buf); err != nil {
+		f.Close()
 		return nil, &fillError{err}
 	}
-	return sealedMemfd(buf)
+	if err := writeSeal(f, buf); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
 }
 
-// sealedMemfd makes a sealed memfd holding a copy of b.
-func sealedMemfd(b []byte) (*os.File, error) {
+func newMemfd() (*os.File, error) {
 	fd, err := unix.MemfdCreate("zenithfs-batch", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
 	if err != nil {
 		return nil, fmt.Errorf("memfd_create: %w", err)
 	}
-	f := os.NewFile(uintptr(fd), "zenithfs-batch")
+	return os.NewFile(uintptr(fd), "zenithfs-batch"), nil
+}
+
+// sealedMemfd makes a sealed memfd holding a copy of b.
+func sealedMemfd(b []byte) (*os.File, error) {
+	f, err := newMemfd()
+	if err != nil {
+		return nil, err
+	}
+	if err := writeSeal(f, b); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// writeSeal writes b into the empty memfd f and seals it.
+func writeSeal(f *os.File, b []byte) error {
+	fd := int(f.Fd())
 	for off := 0; off < len(b); {
 		n, err := unix.Pwrite(fd, b[off:], int64(off))
 		if err == unix.EINTR {
 			continue
 		}
 		if err != nil {
-			f.Close()
-			return nil, fmt.Errorf("memfd write: %w", err)
+			return fmt.Errorf("memfd write: %w", err)
 		}
 		off += n
 	}
-	if err := seal(f); err != nil {
-		f.Close()
-		return nil, err
-	}
-	return f, nil
+	return seal(f)
 }
 
 // Fill buffers are kept for reuse because their pages stay mapped, where

@@ -3,9 +3,11 @@ package dataset
 import (
 	"container/list"
 	"context"
+	"fmt"
 	"sync"
 
 	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/zenithfs/zenithfs/format"
 	"golang.org/x/sync/singleflight"
 )
 
@@ -78,7 +80,10 @@ func (c *segCache) get(ctx context.Context, key string, load func(context.Contex
 		c.mu.Unlock()
 		// A segment is decoded on behalf of every waiter: do not let one
 		// waiter's cancellation fail the others.
-		rec, err := load(context.WithoutCancel(ctx))
+		if rec, ok := c.cached(key); ok { // decoded (read ahead) since the miss
+			return rec, nil
+		}
+		rec, err := loadRecovering(context.WithoutCancel(ctx), load)
 		if err != nil {
 			return nil, err
 		}
@@ -138,4 +143,25 @@ func dataBytes(d arrow.ArrayData) int64 {
 		n += dataBytes(c)
 	}
 	return n
+}
+
+func (c *segCache) cached(key string) (arrow.RecordBatch, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.items[key]; ok {
+		return e.Value.(*segEntry).rec, true
+	}
+	return nil, false
+}
+
+// loadRecovering runs load, turning a panic (a decoder on malformed input)
+// into an error: a segment may be decoded on a read-ahead goroutine that
+// nothing else guards, and every waiter on it would panic too.
+func loadRecovering(ctx context.Context, load func(context.Context) (arrow.RecordBatch, error)) (rec arrow.RecordBatch, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			rec, err = nil, fmt.Errorf("%w: panic while decoding: %v", format.ErrCorrupt, p)
+		}
+	}()
+	return load(ctx)
 }

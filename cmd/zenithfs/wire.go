@@ -85,10 +85,13 @@ func wire(ctx context.Context, cfg *Config, log *slog.Logger, workers int, check
 	// Building ahead of readers runs at a lower priority than serving
 	// them: the prefetch workers and a pool of decoding helpers (one per
 	// core) on niced threads, with Ps to spare for FUSE requests.
-	pool := lowprio.New(runtime.NumCPU(), lowprio.Nice)
+	// GOMAXPROCS before raising it is Go's count of usable cores (CPU
+	// affinity and a container's CPU quota).
+	cores := runtime.GOMAXPROCS(0)
+	pool := lowprio.New(cores, lowprio.Nice)
 	w.closers = append(w.closers, pool.Close)
 	if os.Getenv("GOMAXPROCS") == "" {
-		runtime.GOMAXPROCS(lowprio.Procs(runtime.NumCPU(), workers+pool.Threads()+2)) // +2: segments read ahead
+		runtime.GOMAXPROCS(lowprio.Procs(cores, workers+pool.Threads()+2)) // +2: segments read ahead
 	}
 	lower := func() {
 		if err := lowprio.Lower(lowprio.Nice); err != nil {
