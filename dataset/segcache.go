@@ -75,14 +75,14 @@ func (c *segCache) get(ctx context.Context, key string, load func(context.Contex
 	}
 	c.mu.Unlock()
 	v, err, _ := c.sf.Do(key, func() (any, error) {
+		if rec, ok := c.cached(key); ok { // decoded (read ahead) since the miss
+			return rec, nil
+		}
 		c.mu.Lock()
 		c.misses++ // a decode, however many waited on it
 		c.mu.Unlock()
 		// A segment is decoded on behalf of every waiter: do not let one
 		// waiter's cancellation fail the others.
-		if rec, ok := c.cached(key); ok { // decoded (read ahead) since the miss
-			return rec, nil
-		}
 		rec, err := loadRecovering(context.WithoutCancel(ctx), load)
 		if err != nil {
 			return nil, err
