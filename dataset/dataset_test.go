@@ -238,3 +238,31 @@ func TestBuildReadsTheNextSegmentAhead(t *testing.T) {
 		t.Fatal("the last batch read ahead past the end")
 	}
 }
+
+// A row group bigger than the whole segment budget is still kept (alone)
+// while the batches cut from it are built: each is decoded once, not once
+// per batch.
+func TestSegmentOverBudgetDecodesOnce(t *testing.T) {
+	dir := t.TempDir()
+	if err := sampledata.WriteParquet(filepath.Join(dir, "a.parquet"), 3000, 1000); err != nil {
+		t.Fatal(err)
+	}
+	state := t.TempDir()
+	opts := Options{BatchSize: 100, StateDir: state, SegmentCacheBytes: 1}
+	load(t, dir, opts) // the index pass
+	d := load(t, dir, opts)
+	s, _ := d.Current()
+	_, before, _ := d.SegmentStats()
+	for k := 0; k < s.NumBatches(); k++ {
+		if _, err := s.Build(context.Background(), k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, after, bytes := d.SegmentStats()
+	if after-before != 3 {
+		t.Fatalf("%d decodes for 30 batches of 3 row groups over budget, want 3", after-before)
+	}
+	if bytes <= 1 {
+		t.Fatalf("segment cache holds %d bytes, want the last row group", bytes)
+	}
+}

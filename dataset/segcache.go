@@ -15,7 +15,9 @@ import (
 // batches, text blocks) so that consecutive batches cut from one segment
 // decode it once. It is a byte-bounded LRU; concurrent requests for one
 // segment decode it once (singleflight). Its budget is part of the daemon's
-// memory budget, taken from the cache size by the caller.
+// memory budget, taken from the cache size by the caller; the one
+// exception is a single segment bigger than that budget, kept alone (see
+// put).
 type segCache struct {
 	max   int64
 	mu    sync.Mutex
@@ -96,19 +98,20 @@ func (c *segCache) get(ctx context.Context, key string, load func(context.Contex
 	return v.(arrow.RecordBatch), nil
 }
 
+// put keeps rec under key, evicting the least recently used segments past
+// the budget. A segment bigger than the whole budget is kept alone: the
+// batches cut from it one after another would otherwise decode it once
+// each, and decoding it holds that memory anyway.
 func (c *segCache) put(key string, rec arrow.RecordBatch) {
 	size := recordBytes(rec)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if size > c.max {
-		return // too big to keep; the caller still has it
-	}
 	if _, ok := c.items[key]; ok {
 		return
 	}
 	c.items[key] = c.ll.PushFront(&segEntry{key: key, rec: rec, size: size})
 	c.bytes += size
-	for c.bytes > c.max {
+	for c.bytes > c.max && c.ll.Len() > 1 {
 		e := c.ll.Back()
 		se := e.Value.(*segEntry)
 		c.ll.Remove(e)

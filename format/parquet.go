@@ -12,6 +12,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/apache/arrow-go/v18/parquet"
 	"github.com/apache/arrow-go/v18/parquet/file"
 	"github.com/apache/arrow-go/v18/parquet/metadata"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
@@ -150,7 +151,14 @@ func (r *Reader) readParquet(ctx context.Context, obj Object, rg int) (arrow.Rec
 	for i := range offs {
 		sp.add(offs[i], bufs[i])
 	}
-	pf, err := file.NewParquetReader(sp, file.WithMetadata(md))
+	// A buffered stream reads each page from the ranges above into the
+	// decoder's page buffer, where an unbuffered one would first copy the
+	// whole column chunk into a fresh buffer (garbage the size of the row
+	// group, per row group).
+	props := parquet.NewReaderProperties(memory.DefaultAllocator)
+	props.BufferedStreamEnabled = true
+	props.BufferSize = streamBuffer
+	pf, err := file.NewParquetReader(sp, file.WithMetadata(md), file.WithReadProps(props))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
 	}
@@ -198,6 +206,10 @@ func (r *Reader) readParquet(ctx context.Context, obj Object, rg int) (arrow.Rec
 	}
 	return array.NewRecordBatch(schema, cols, rows), nil
 }
+
+// streamBuffer is the buffer of the stream a column chunk's pages are read
+// through (it grows for a larger page header).
+const streamBuffer = 32 << 10
 
 // serially runs n tasks one after another (Reader.Each when none is set).
 func serially(n int, task func(i int) error) error {
