@@ -101,7 +101,8 @@ func (c *segCache) get(ctx context.Context, key string, load func(context.Contex
 // put keeps rec under key, evicting the least recently used segments past
 // the budget. A segment bigger than the whole budget is kept alone: the
 // batches cut from it one after another would otherwise decode it once
-// each, and decoding it holds that memory anyway.
+// each, and decoding it holds that memory anyway (while the next one
+// decodes, two such segments are in memory).
 func (c *segCache) put(key string, rec arrow.RecordBatch) {
 	size := recordBytes(rec)
 	c.mu.Lock()
