@@ -102,7 +102,7 @@ type Memfds struct {
 	made     atomic.Uint64
 	failed   atomic.Uint64
 
-	bufs sync.Pool // fill buffers ([]byte), see getBuf
+	bufs bufList // fill buffers, see bufList
 
 	gcMu    sync.Mutex
 	sinceGC int64 // bytes of memfds made since the last collection
@@ -192,15 +192,15 @@ func (e *fillError) Error() string { return e.err.Error() }
 // filledMemfd makes a sealed memfd of size bytes: fill writes them into a
 // buffer from pool, which is then copied into the memfd. The memfd is made
 // first, so that where none can be made the batch is not built for nothing.
-func filledMemfd(pool *sync.Pool, size int64, fill func([]byte) error) (*os.File, error) {
+func filledMemfd(pool *bufList, size int64, fill func([]byte) error) (*os.File, error) {
 	f, err := newMemfd()
 	if err != nil {
 		return nil, err
 	}
 	var buf []byte
 	if size > 0 {
-		buf = getBuf(pool, size)
-		defer putBuf(pool, buf)
+		buf = pool.get(size)
+		defer pool.put(buf)
 	}
 	if err := fill(buf); err != nil {
 		f.Close()
@@ -255,20 +255,73 @@ func writeSeal(f *os.File, b []byte) error {
 // per 4 KiB: on the 2-core VMs of bench/, writing a 1.3 MiB batch through a
 // fresh memfd mapping took 3.8 ms, building it in a reused buffer and
 // copying it in with pwrite 0.3 ms.
-const maxPooled = 64 << 20 // the largest buffer kept for reuse
+//
+// The buffers are kept in a short list rather than a sync.Pool, which the
+// garbage collector empties every other cycle: a daemon decoding collects
+// often, and each emptying had the next batches build in fresh memory.
+const (
+	maxPooled   = 64 << 20 // the largest buffer kept for reuse
+	maxKept     = 4        // buffers kept (about the builds that run at once)
+	maxKeptSize = 64 << 20 // bytes kept in all
+)
 
-func getBuf(pool *sync.Pool, size int64) []byte {
-	if p, ok := pool.Get().(*[]byte); ok && int64(cap(*p)) >= size {
-		return (*p)[:size]
+// bufList keeps a few fill buffers for reuse. Its zero value is empty and
+// ready; it is safe for concurrent use.
+type bufList struct {
+	mu    sync.Mutex
+	free  [][]byte
+	bytes int64
+}
+
+// get returns a buffer of size bytes: the smallest kept one that is big
+// enough, or a new one.
+func (l *bufList) get(size int64) []byte {
+	l.mu.Lock()
+	best := -1
+	for i, b := range l.free {
+		if int64(cap(b)) >= size && (best < 0 || cap(b) < cap(l.free[best])) {
+			best = i
+		}
 	}
+	if best >= 0 {
+		b := l.free[best]
+		l.free = append(l.free[:best], l.free[best+1:]...)
+		l.bytes -= int64(cap(b))
+		l.mu.Unlock()
+		return b[:size]
+	}
+	l.mu.Unlock()
 	// Round up so that batches of similar sizes share buffers.
 	return make([]byte, size, (size+(1<<20)-1)&^((1<<20)-1))
 }
 
-func putBuf(pool *sync.Pool, b []byte) {
-	if cap(b) <= maxPooled {
-		pool.Put(&b)
+// put keeps b for reuse if the list has room, dropping its smallest
+// buffer to make room for a bigger one.
+func (l *bufList) put(b []byte) {
+	c := int64(cap(b))
+	if c > maxPooled {
+		return
 	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for len(l.free) > 0 && (len(l.free) >= maxKept || l.bytes+c > maxKeptSize) {
+		small := 0
+		for i := range l.free {
+			if cap(l.free[i]) < cap(l.free[small]) {
+				small = i
+			}
+		}
+		if int64(cap(l.free[small])) >= c {
+			return // the kept ones are all bigger: keep them
+		}
+		l.bytes -= int64(cap(l.free[small]))
+		l.free = append(l.free[:small], l.free[small+1:]...)
+	}
+	if l.bytes+c > maxKeptSize {
+		return
+	}
+	l.free = append(l.free, b[:0])
+	l.bytes += c
 }
 
 func seal(f *os.File) error {

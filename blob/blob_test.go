@@ -168,3 +168,37 @@ func TestMaxFilesKeepsBatchesInMemoryPastTheCap(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// Fill buffers are reused across garbage collections, and the list keeps
+// at most maxKept buffers and maxKeptSize bytes.
+func TestBufListReusesAcrossCollections(t *testing.T) {
+	var l bufList
+	b := l.get(3 << 20)
+	if len(b) != 3<<20 || cap(b) != 3<<20 {
+		t.Fatalf("len %d cap %d, want 3 MiB rounded to 1 MiB", len(b), cap(b))
+	}
+	l.put(b)
+	runtime.GC()
+	runtime.GC()
+	if c := l.get(2 << 20); &c[:1][0] != &b[:1][0] {
+		t.Fatal("a kept buffer was not reused after two collections")
+	}
+	for range 2 * maxKept {
+		l.put(make([]byte, 0, 8<<20))
+	}
+	l.put(make([]byte, 0, maxPooled+1))
+	if len(l.free) > maxKept || l.bytes > maxKeptSize {
+		t.Fatalf("kept %d buffers, %d bytes; bounds %d, %d", len(l.free), l.bytes, maxKept, maxKeptSize)
+	}
+	var sum int64
+	for _, f := range l.free {
+		sum += int64(cap(f))
+	}
+	if sum != l.bytes {
+		t.Fatalf("kept bytes %d, counted %d", sum, l.bytes)
+	}
+	l.put(make([]byte, 0, 32<<20)) // bigger than every kept one: replaces the smallest
+	if got := cap(l.free[len(l.free)-1]); got != 32<<20 || l.bytes > maxKeptSize {
+		t.Fatalf("last kept cap %d, bytes %d", got, l.bytes)
+	}
+}
