@@ -260,9 +260,8 @@ func writeSeal(f *os.File, b []byte) error {
 // garbage collector empties every other cycle: a daemon decoding collects
 // often, and each emptying had the next batches build in fresh memory.
 const (
-	maxPooled   = 64 << 20 // the largest buffer kept for reuse
 	maxKept     = 4        // buffers kept (about the builds that run at once)
-	maxKeptSize = 64 << 20 // bytes kept in all
+	maxKeptSize = 64 << 20 // bytes kept in all (so also the largest kept)
 )
 
 // bufList keeps a few fill buffers for reuse. Its zero value is empty and
@@ -299,7 +298,7 @@ func (l *bufList) get(size int64) []byte {
 // buffer to make room for a bigger one.
 func (l *bufList) put(b []byte) {
 	c := int64(cap(b))
-	if c > maxPooled {
+	if c > maxKeptSize {
 		return
 	}
 	l.mu.Lock()
@@ -316,9 +315,6 @@ func (l *bufList) put(b []byte) {
 		}
 		l.bytes -= int64(cap(l.free[small]))
 		l.free = append(l.free[:small], l.free[small+1:]...)
-	}
-	if l.bytes+c > maxKeptSize {
-		return
 	}
 	l.free = append(l.free, b[:0])
 	l.bytes += c

@@ -186,7 +186,7 @@ func TestBufListReusesAcrossCollections(t *testing.T) {
 	for range 2 * maxKept {
 		l.put(make([]byte, 0, 8<<20))
 	}
-	l.put(make([]byte, 0, maxPooled+1))
+	l.put(make([]byte, 0, maxKeptSize+1))
 	if len(l.free) > maxKept || l.bytes > maxKeptSize {
 		t.Fatalf("kept %d buffers, %d bytes; bounds %d, %d", len(l.free), l.bytes, maxKept, maxKeptSize)
 	}
