@@ -61,6 +61,13 @@ type Options struct {
 	// segment) in the background, e.g. on a low-priority thread; nil
 	// starts a goroutine.
 	Background func(func())
+	// ReadAhead is how many source segments after the one a batch ends in
+	// are decoded ahead of a reader going through the batches in order
+	// (default 1), with at most ReadAhead+1 being read ahead at once and
+	// never more than the segment cache holds beside the segment in use.
+	// For a store where each read waits on a round trip (S3), more than one
+	// keeps several fetches in flight while the prefetch workers decode.
+	ReadAhead int
 }
 
 func (o *Options) defaults() {
@@ -72,6 +79,9 @@ func (o *Options) defaults() {
 	}
 	if o.SegmentCacheBytes <= 0 {
 		o.SegmentCacheBytes = 64 << 20
+	}
+	if o.ReadAhead <= 0 {
+		o.ReadAhead = 1
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -425,7 +435,7 @@ func (s *Snapshot) Record(ctx context.Context, k int) (arrow.RecordBatch, error)
 		fhi := min(hi-f.FirstRow, f.Index.Rows)
 		si := sort.Search(len(f.segStart), func(i int) bool { return f.segStart[i]+f.Index.Segments[i].Rows > flo })
 		for ; si < len(f.segStart) && f.segStart[si] < fhi; si++ {
-			rec, err := s.segment(ctx, f, si)
+			rec, err := s.segment(ctx, f, si, false)
 			if err != nil {
 				return nil, err
 			}
@@ -444,37 +454,99 @@ func (s *Snapshot) Record(ctx context.Context, k int) (arrow.RecordBatch, error)
 	return rec, nil
 }
 
-// readAhead starts decoding, in the background, the source segment that
-// follows the last one batch k uses (in the same file, or the next file's
-// first), unless it is decoded or being decoded: a reader going through
-// the batches in order then finds it decoded when it gets there. Prefetch
-// alone reads ahead a number of batches, which can be less than a segment
-// (a Parquet row group) takes to decode.
+// readAhead starts decoding, in the background, the source segments that
+// follow the last one batch k uses (in the same file, then the next
+// files'): Options.ReadAhead of them, skipping those decoded or being
+// decoded, while the segment cache has room (startAhead). A reader going
+// through the batches in order then finds them decoded when it gets there.
+// Prefetch alone reads ahead a number of batches, which can be less than a
+// segment (a Parquet row group) takes to decode, and its workers fetch one
+// segment each at a time.
 func (s *Snapshot) readAhead(k int) {
 	_, hi := s.BatchRows(k)
 	if hi <= 0 || hi >= s.Rows {
 		return
 	}
-	files := s.filesFor(hi-1, hi)
-	if len(files) == 0 {
+	f, si, ok := s.segmentAt(hi - 1)
+	if !ok {
 		return
 	}
-	f := files[0]
-	row := hi - 1 - f.FirstRow
-	si := sort.Search(len(f.segStart), func(i int) bool { return f.segStart[i]+f.Index.Segments[i].Rows > row })
 	cur := s.segmentKey(f, si)
-	si++
-	for si >= len(f.segStart) { // the next file with rows
-		next := s.filesFor(f.FirstRow+f.Index.Rows, f.FirstRow+f.Index.Rows+1)
-		if len(next) == 0 || next[0] == f {
+	n := s.ds.opts.ReadAhead
+	for range n {
+		si++
+		for si >= len(f.segStart) { // the next file with rows
+			next := s.filesFor(f.FirstRow+f.Index.Rows, f.FirstRow+f.Index.Rows+1)
+			if len(next) == 0 || next[0] == f {
+				return
+			}
+			f, si = next[0], 0
+		}
+		start, room := s.ds.segs.startAhead(s.segmentKey(f, si), cur, n+1)
+		if !room {
 			return
 		}
-		f, si = next[0], 0
+		if start {
+			s.decodeAhead(f, si)
+		}
 	}
-	key := s.segmentKey(f, si)
-	if !s.ds.segs.startAhead(key, cur) {
+}
+
+// readAheadBatches is readAhead for a reader whose next batches, after
+// batch k, are next (a shuffled view's order): it starts decoding the
+// segments their first rows are in, Options.ReadAhead of them at most.
+func (s *Snapshot) readAheadBatches(k int, next []int) {
+	_, hi := s.BatchRows(k)
+	if hi <= 0 {
 		return
 	}
+	f, si, ok := s.segmentAt(hi - 1)
+	if !ok {
+		return
+	}
+	cur := s.segmentKey(f, si)
+	n := s.ds.opts.ReadAhead
+	for _, b := range next[:min(len(next), n)] {
+		lo, hi := s.BatchRows(b)
+		if hi <= lo {
+			continue
+		}
+		f, si, ok := s.segmentAt(lo)
+		if !ok {
+			continue
+		}
+		key := s.segmentKey(f, si)
+		if key == cur {
+			continue
+		}
+		start, room := s.ds.segs.startAhead(key, cur, n+1)
+		if !room {
+			return
+		}
+		if start {
+			s.decodeAhead(f, si)
+		}
+	}
+}
+
+// segmentAt finds the file and segment that hold row (of the dataset).
+func (s *Snapshot) segmentAt(row int64) (*SourceFile, int, bool) {
+	files := s.filesFor(row, row+1)
+	if len(files) == 0 {
+		return nil, 0, false
+	}
+	f := files[0]
+	r := row - f.FirstRow
+	si := sort.Search(len(f.segStart), func(i int) bool { return f.segStart[i]+f.Index.Segments[i].Rows > r })
+	if si >= len(f.segStart) {
+		return nil, 0, false
+	}
+	return f, si, true
+}
+
+// decodeAhead decodes segment si of f in the background (Options.Background).
+func (s *Snapshot) decodeAhead(f *SourceFile, si int) {
+	key := s.segmentKey(f, si)
 	run := s.ds.opts.Background
 	if run == nil {
 		run = func(f func()) { go f() }
@@ -483,7 +555,7 @@ func (s *Snapshot) readAhead(k int) {
 		defer s.ds.segs.doneAhead(key)
 		// An error here is the next reader's to see, when it decodes the
 		// segment itself.
-		_, _ = s.segment(context.Background(), f, si)
+		_, _ = s.segment(context.Background(), f, si, true)
 	})
 }
 
@@ -491,9 +563,11 @@ func (s *Snapshot) segmentKey(f *SourceFile, i int) string {
 	return fmt.Sprintf("%s\x00%s\x00%s\x00%d", s.ds.loc.StoreID, f.Info.Key, f.Info.Identity(), i)
 }
 
-func (s *Snapshot) segment(ctx context.Context, f *SourceFile, i int) (arrow.RecordBatch, error) {
+// segment returns segment i of f, decoded; ahead: for a read-ahead, not
+// a reader (segCache.get).
+func (s *Snapshot) segment(ctx context.Context, f *SourceFile, i int, ahead bool) (arrow.RecordBatch, error) {
 	key := s.segmentKey(f, i)
-	return s.ds.segs.get(ctx, key, func(ctx context.Context) (arrow.RecordBatch, error) {
+	return s.ds.segs.get(ctx, key, ahead, func(ctx context.Context) (arrow.RecordBatch, error) {
 		obj := &object{ctx: ctx, store: s.ds.loc.Store, key: f.Info.Key, size: f.Info.Size, etag: f.Info.ETag}
 		rec, err := f.reader.ReadSegment(ctx, obj, i)
 		if err != nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -236,6 +237,61 @@ func TestBuildReadsTheNextSegmentAhead(t *testing.T) {
 	}
 	if ran != before {
 		t.Fatal("the last batch read ahead past the end")
+	}
+}
+
+// With ReadAhead n, a build starts decoding the n segments after its own
+// (across files), each once, and no more than the segment cache holds
+// beside the segment in use.
+func TestBuildReadsSeveralSegmentsAhead(t *testing.T) {
+	dir := t.TempDir()
+	for _, name := range []string{"a.parquet", "b.parquet"} {
+		if err := sampledata.WriteParquet(filepath.Join(dir, name), 3000, 1000); err != nil {
+			t.Fatal(err)
+		}
+	}
+	state := t.TempDir()
+	load(t, dir, Options{BatchSize: 500, StateDir: state}) // the index pass
+	var mu sync.Mutex
+	var ran int
+	bg := func(f func()) { mu.Lock(); ran++; mu.Unlock(); f() }
+	d := load(t, dir, Options{BatchSize: 500, StateDir: state, Background: bg, ReadAhead: 3})
+	s, _ := d.Current()
+	decodes := func() uint64 { _, m, _ := d.SegmentStats(); return m }
+	ctx := context.Background()
+	if _, err := s.Build(ctx, 0); err != nil { // a's row group 0; 1, 2 and b's 0 ahead
+		t.Fatal(err)
+	}
+	if decodes() != 4 || ran != 3 {
+		t.Fatalf("after batch 0: %d decodes, %d read-aheads; want 4, 3", decodes(), ran)
+	}
+	if _, err := s.Build(ctx, 2); err != nil { // row group 1, read ahead; b's 1 now is
+		t.Fatal(err)
+	}
+	if decodes() != 5 || ran != 4 {
+		t.Fatalf("after batch 2: %d decodes, %d read-aheads; want 5, 4", decodes(), ran)
+	}
+	for k := 0; k < s.NumBatches(); k++ {
+		if _, err := s.Build(ctx, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if decodes() != 6 {
+		t.Fatalf("an epoch decoded %d segments, want each of the 6 once", decodes())
+	}
+
+	// A segment budget that holds two segments: the one in use and one
+	// read ahead, whatever ReadAhead says.
+	_, _, one := d.SegmentStats()
+	one /= 6
+	ran = 0
+	d = load(t, dir, Options{BatchSize: 500, StateDir: state, Background: bg, ReadAhead: 3, SegmentCacheBytes: 2*one + one/2})
+	s, _ = d.Current()
+	if _, err := s.Build(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	if ran != 1 {
+		t.Fatalf("with room for one segment ahead, %d were read ahead", ran)
 	}
 }
 

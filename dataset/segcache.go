@@ -26,38 +26,45 @@ type segCache struct {
 	items map[string]*list.Element
 	sf    singleflight.Group
 	ahead map[string]bool // keys being read ahead
+	// aheadBytes is the size of the segments read ahead and not yet used
+	// by a reader.
+	aheadBytes int64
 
 	hits, misses uint64
 }
 
 type segEntry struct {
-	key  string
-	rec  arrow.RecordBatch
-	size int64
+	key   string
+	rec   arrow.RecordBatch
+	size  int64
+	ahead bool // read ahead, not yet used by a reader (in aheadBytes)
 }
 
 func newSegCache(max int64) *segCache {
 	return &segCache{max: max, ll: list.New(), items: map[string]*list.Element{}, ahead: map[string]bool{}}
 }
 
-// startAhead reports whether key should be read ahead now, after cur
-// (the segment in use): it is neither cached nor already being read ahead
-// (then it is marked so until doneAhead), and the cache can hold it beside
-// cur (taken to be as big), so that reading ahead never evicts the segment
-// readers are still cutting batches from. At most two segments are read
-// ahead at once.
-func (c *segCache) startAhead(key, cur string) bool {
+// startAhead decides whether key should be read ahead now, after cur (the
+// segment in use), with at most limit segments read ahead at once. start:
+// key is neither cached nor already being read ahead, and there is room
+// (then it is marked so until doneAhead). room: the cache can hold one
+// more segment read ahead beside cur, those being read ahead (each taken
+// to be as big as cur) and those read ahead but not yet used, so that
+// reading ahead never evicts the segment readers are still cutting
+// batches from, nor one read ahead before it is used; without room, the
+// caller stops looking further ahead.
+func (c *segCache) startAhead(key, cur string, limit int) (start, room bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.items[cur]
-	if !ok || 2*e.Value.(*segEntry).size > c.max {
-		return false
+	if !ok || int64(len(c.ahead)+2)*e.Value.(*segEntry).size+c.aheadBytes > c.max || len(c.ahead) >= limit {
+		return false, false
 	}
-	if _, ok := c.items[key]; ok || c.ahead[key] || len(c.ahead) >= 2 {
-		return false
+	if _, ok := c.items[key]; ok || c.ahead[key] {
+		return false, true
 	}
 	c.ahead[key] = true
-	return true
+	return true, true
 }
 
 func (c *segCache) doneAhead(key string) {
@@ -66,14 +73,20 @@ func (c *segCache) doneAhead(key string) {
 	c.mu.Unlock()
 }
 
-func (c *segCache) get(ctx context.Context, key string, load func(context.Context) (arrow.RecordBatch, error)) (arrow.RecordBatch, error) {
+// get returns the segment under key, decoding it with load on a miss
+// (once, however many ask at once). ahead: the caller reads it ahead of
+// readers; otherwise a reader uses it now.
+func (c *segCache) get(ctx context.Context, key string, ahead bool, load func(context.Context) (arrow.RecordBatch, error)) (arrow.RecordBatch, error) {
 	c.mu.Lock()
 	if e, ok := c.items[key]; ok {
 		c.ll.MoveToFront(e)
 		c.hits++
-		rec := e.Value.(*segEntry).rec
+		se := e.Value.(*segEntry)
+		if !ahead {
+			c.use(se)
+		}
 		c.mu.Unlock()
-		return rec, nil
+		return se.rec, nil
 	}
 	c.mu.Unlock()
 	v, err, _ := c.sf.Do(key, func() (any, error) {
@@ -95,7 +108,22 @@ func (c *segCache) get(ctx context.Context, key string, load func(context.Contex
 	if err != nil {
 		return nil, err
 	}
+	if !ahead {
+		c.mu.Lock()
+		if e, ok := c.items[key]; ok {
+			c.use(e.Value.(*segEntry))
+		}
+		c.mu.Unlock()
+	}
 	return v.(arrow.RecordBatch), nil
+}
+
+// use notes that a reader used se; c.mu is held.
+func (c *segCache) use(se *segEntry) {
+	if se.ahead {
+		se.ahead = false
+		c.aheadBytes -= se.size
+	}
 }
 
 // put keeps rec under key, evicting the least recently used segments past
@@ -110,14 +138,19 @@ func (c *segCache) put(key string, rec arrow.RecordBatch) {
 	if _, ok := c.items[key]; ok {
 		return
 	}
-	c.items[key] = c.ll.PushFront(&segEntry{key: key, rec: rec, size: size})
+	ahead := c.ahead[key]
+	c.items[key] = c.ll.PushFront(&segEntry{key: key, rec: rec, size: size, ahead: ahead})
 	c.bytes += size
+	if ahead {
+		c.aheadBytes += size
+	}
 	for c.bytes > c.max && c.ll.Len() > 1 {
 		e := c.ll.Back()
 		se := e.Value.(*segEntry)
 		c.ll.Remove(e)
 		delete(c.items, se.key)
 		c.bytes -= se.size
+		c.use(se)
 	}
 }
 

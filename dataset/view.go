@@ -185,6 +185,9 @@ func (v *View) Build(ctx context.Context, k int) ([]byte, error) {
 	v.sizes[k] = int64(len(b))
 	v.mu.Unlock()
 	noteBuilt(ctx)
+	if nat, ok := v.Natural(k); ok {
+		v.readAhead(k, nat)
+	}
 	return b, nil
 }
 
@@ -209,7 +212,22 @@ func (v *View) BuildInto(ctx context.Context, k int, dst []byte) error {
 		return fmt.Errorf("view %s file %d: %w", v.spec, k, err)
 	}
 	noteBuilt(ctx)
+	v.readAhead(k, nat)
 	return nil
+}
+
+// readAhead starts decoding the source segments of the view's next files
+// (Snapshot.readAheadBatches), taking them to be read in the view's order.
+func (v *View) readAhead(k, nat int) {
+	var next []int
+	for i := k + 1; i < v.n && len(next) < v.snap.ds.opts.ReadAhead; i++ {
+		b, ok := v.Natural(i)
+		if !ok {
+			return
+		}
+		next = append(next, b)
+	}
+	v.snap.readAheadBatches(nat, next)
 }
 
 func (v *View) build(ctx context.Context, k int) ([]byte, error) {

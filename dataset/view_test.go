@@ -428,3 +428,43 @@ func TestBuildIntoWhereverTheSizeIsKnown(t *testing.T) {
 		}
 	}
 }
+
+// A batch-shuffled view reads ahead the segments of its next files, in
+// its own order: reading it through decodes each segment once, and the
+// segment of the next file is decoded before that file is built.
+func TestShuffledViewReadsItsNextSegmentsAhead(t *testing.T) {
+	dir := t.TempDir()
+	if err := sampledata.WriteParquet(filepath.Join(dir, "a.parquet"), 2000, 100); err != nil {
+		t.Fatal(err)
+	}
+	state := t.TempDir()
+	load(t, dir, Options{BatchSize: 100, StateDir: state}) // the index pass
+	var ran int
+	d := load(t, dir, Options{BatchSize: 100, StateDir: state, ReadAhead: 2,
+		Background: func(f func()) { ran++; f() }})
+	s, err := d.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := mustView(t, s, "seed=3,epoch=0")
+	decodes := func() uint64 { _, m, _ := d.SegmentStats(); return m }
+	ctx := context.Background()
+	if _, err := v.Build(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	if decodes() != 3 || ran != 2 {
+		t.Fatalf("after file 0: %d decodes, %d read-aheads; want 3, 2 (its row group and the next two files')", decodes(), ran)
+	}
+	for k := 1; k < v.NumBatches(); k++ {
+		n, _ := v.KnownSize(k)
+		if err := v.BuildInto(ctx, k, make([]byte, n)); err != nil {
+			t.Fatal(err)
+		}
+		if hits, _, _ := d.SegmentStats(); hits < uint64(k) {
+			t.Fatalf("file %d: %d segment cache hits, want each file's segment read ahead", k, hits)
+		}
+	}
+	if decodes() != 20 {
+		t.Fatalf("reading the view decoded %d segments, want each of the 20 once", decodes())
+	}
+}

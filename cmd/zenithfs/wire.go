@@ -96,8 +96,12 @@ func wire(ctx context.Context, cfg *Config, log *slog.Logger, workers int, check
 	cores := runtime.GOMAXPROCS(0)
 	pool := lowprio.New(cores, lowprio.Nice)
 	w.closers = append(w.closers, pool.Close)
+	ahead := 0 // segments read ahead at once, all datasets
+	for _, dc := range cfg.Datasets {
+		ahead += readAhead(cfg, dc) + 1
+	}
 	if os.Getenv("GOMAXPROCS") == "" {
-		runtime.GOMAXPROCS(lowprio.Procs(cores, workers+pool.Threads()+2)) // +2: segments read ahead
+		runtime.GOMAXPROCS(lowprio.Procs(cores, workers+pool.Threads()+ahead))
 	}
 	lower := func() {
 		if err := lowprio.Lower(lowprio.Nice); err != nil {
@@ -141,6 +145,7 @@ func wire(ctx context.Context, cfg *Config, log *slog.Logger, workers int, check
 			VerifyAfterBuild:  isLocal,
 			Decode:            pool.Each,
 			Background:        func(f func()) { go func() { lower(); f() }() },
+			ReadAhead:         readAhead(cfg, dc),
 			Logger:            log,
 			Progress:          progress,
 		})
@@ -157,6 +162,20 @@ func wire(ctx context.Context, cfg *Config, log *slog.Logger, workers int, check
 		w.datasets = append(w.datasets, d)
 	}
 	return w, nil
+}
+
+// readAhead is how many source segments of dataset dc are decoded ahead of
+// a reader going through it in order (dataset.Options.ReadAhead): one for
+// local files, which arrive as fast as they decode; for S3, where every
+// read waits on a round trip first, as many as the batches prefetched
+// ahead of a reader (--prefetch), so that that many fetches are in flight
+// instead of one per prefetch worker. The segment cache's budget still
+// bounds them.
+func readAhead(cfg *Config, dc DatasetConfig) int {
+	if strings.HasPrefix(dc.URI, "s3://") {
+		return max(cfg.Prefetch, 1)
+	}
+	return 1
 }
 
 // heapLimiter returns a function that sets the Go heap's soft limit to
