@@ -62,19 +62,19 @@ func wire(ctx context.Context, cfg *Config, log *slog.Logger, workers int, check
 	w := &wiring{}
 	// The budget is split: 5/8 for the cache of read batches, 1/4 for
 	// prefetched batches not yet read, 1/8 for decoded source segments.
-	// The Go heap limit follows, less what memfd batches hold, so the RSS
-	// and the memfds together stay near the budget; it leaves the decoders
-	// 112 MiB over the budget (the bound is budget + 150 MiB, less the
-	// binary and runtime). A limit close to the live heap costs far more
-	// than it saves: the collector runs back to back and the runtime hands
-	// freed pages back to the kernel only to fault them in again (at 64
-	// MiB over, an epoch on a cache smaller than the dataset took 3× the
-	// CPU, bench P3c).
+	// The Go heap limit follows (heapLimit): what the bound
+	// (budget + 150 MiB) leaves once the memfd batches and the resident
+	// pages outside Go's heap (the binary's) are counted, less headroom
+	// for the collector overshooting its soft limit. A limit close to the
+	// live heap costs far more than it saves: the collector runs back to
+	// back and the runtime hands freed pages back to the kernel only to
+	// fault them in again (an epoch on a cache smaller than the dataset
+	// took 3× the CPU, bench P3c); the floor of budget/8 + 96 MiB keeps
+	// small budgets clear of that.
 	segBytes := max(cfg.cacheBytes/8, 16<<20)
-	var setLimit func(int64)
+	var limit *heapLimit
 	if os.Getenv("GOMEMLIMIT") == "" {
-		setLimit = heapLimiter(cfg.cacheBytes+112<<20, cfg.cacheBytes/8+96<<20)
-		setLimit(0)
+		limit = newHeapLimit(cfg.cacheBytes+memoryMargin-limitHeadroom(cfg.cacheBytes), cfg.cacheBytes/8+96<<20)
 	}
 	c, err := cache.New(max(cfg.cacheBytes*5/8, 1<<20))
 	if err != nil {
@@ -85,8 +85,14 @@ func wire(ctx context.Context, cfg *Config, log *slog.Logger, workers int, check
 	pending := max(cfg.cacheBytes/4, 8<<20)
 	var sealer prefetch.Sealer
 	if cfg.passthrough() {
-		w.memfds, sealer = memfdSealer(c.Budget()+pending, setLimit, log)
-		w.closers = append(w.closers, w.sampleMemory(20*time.Millisecond))
+		var onLive func(int64)
+		if limit != nil {
+			onLive = limit.setMemfds
+		}
+		w.memfds, sealer = memfdSealer(c.Budget()+pending, onLive, log)
+	}
+	if w.memfds != nil || limit != nil {
+		w.closers = append(w.closers, w.sampleMemory(20*time.Millisecond, limit))
 	}
 	// Building ahead of readers runs at a lower priority than serving
 	// them: the prefetch workers and a pool of decoding helpers (one per
@@ -96,12 +102,12 @@ func wire(ctx context.Context, cfg *Config, log *slog.Logger, workers int, check
 	cores := runtime.GOMAXPROCS(0)
 	pool := lowprio.New(cores, lowprio.Nice)
 	w.closers = append(w.closers, pool.Close)
-	ahead := 0 // segments read ahead at once, all datasets
-	for _, dc := range cfg.Datasets {
-		ahead += readAhead(cfg, dc) + 1
-	}
+	// +2: segments read ahead. An S3 dataset reads up to --prefetch + 1
+	// ahead at once, but those mostly wait on the network; counting each
+	// as busy (GOMAXPROCS 15 on 2 cores) cost the daemon a fifth more CPU
+	// per epoch (bench/peers, remote) for no gain.
 	if os.Getenv("GOMAXPROCS") == "" {
-		runtime.GOMAXPROCS(lowprio.Procs(cores, workers+pool.Threads()+ahead))
+		runtime.GOMAXPROCS(lowprio.Procs(cores, workers+pool.Threads()+2))
 	}
 	lower := func() {
 		if err := lowprio.Lower(lowprio.Nice); err != nil {
@@ -178,23 +184,58 @@ func readAhead(cfg *Config, dc DatasetConfig) int {
 	return 1
 }
 
-// heapLimiter returns a function that sets the Go heap's soft limit to
-// total minus the bytes held in memfds (never below floor): batches cached
-// as memfds are outside the heap but inside the budget. It skips changes
-// under 4 MiB.
-func heapLimiter(total, floor int64) func(memfds int64) {
-	var mu sync.Mutex
-	last := int64(-1)
-	return func(memfds int64) {
-		lim := max(total-memfds, floor)
-		mu.Lock()
-		defer mu.Unlock()
-		if last >= 0 && lim > last-4<<20 && lim < last+4<<20 {
-			return
-		}
-		last = lim
-		debug.SetMemoryLimit(lim)
+// memoryMargin is what the daemon may hold over --cache-size: the issue's
+// bound.
+const memoryMargin = 150 << 20
+
+// limitHeadroom is kept under the bound for the collector, which lets the
+// heap pass its soft limit while a cycle runs, by more the bigger the heap
+// (~10 MiB at a 512 MiB budget under 16 concurrent segment reads, bench/peers
+// P8). Each MiB taken from a small budget's heap costs CPU (bench/local P3c:
+// 16 MiB at an 80 MiB budget, 10 % more per epoch).
+func limitHeadroom(budget int64) int64 { return budget/64 + 4<<20 }
+
+// heapLimit keeps the Go heap's soft limit at total minus the bytes held
+// in memfds and the resident pages outside Go's heap (the binary's text,
+// shared libraries), never below floor: batches cached as memfds and the
+// binary are outside the heap but inside the bound.
+type heapLimit struct {
+	mu                   sync.Mutex
+	total, floor         int64
+	memfds, other, limit int64
+}
+
+func newHeapLimit(total, floor int64) *heapLimit {
+	h := &heapLimit{total: total, floor: floor, limit: -1}
+	h.update()
+	return h
+}
+
+// setMemfds follows the live memfd bytes.
+func (h *heapLimit) setMemfds(n int64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.memfds = n
+	h.update()
+}
+
+// setOther follows the resident bytes outside Go's heap.
+func (h *heapLimit) setOther(n int64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.other = n
+	h.update()
+}
+
+// update sets the limit, skipping changes under 4 MiB; h.mu is held (or h
+// is not shared yet).
+func (h *heapLimit) update() {
+	lim := max(h.total-h.memfds-h.other, h.floor)
+	if h.limit >= 0 && lim > h.limit-4<<20 && lim < h.limit+4<<20 {
+		return
 	}
+	h.limit = lim
+	debug.SetMemoryLimit(lim)
 }
 
 // memfdSealer returns the maker of memfd batches and the prefetch store's
@@ -214,10 +255,11 @@ func memfdSealer(limit int64, onLive func(int64), log *slog.Logger) (*blob.Memfd
 	}}
 }
 
-// sampleMemory records the peak of RSS + live memfd bytes every period:
-// memfds are outside the RSS, and the two peaks are not simultaneous. It
-// returns the function that stops it.
-func (w *wiring) sampleMemory(period time.Duration) func() {
+// sampleMemory samples the daemon's memory every period: it records the
+// peak of RSS + live memfd bytes (memfds are outside the RSS, and the two
+// peaks are not simultaneous), and feeds the resident pages outside Go's
+// heap to limit (may be nil). It returns the function that stops it.
+func (w *wiring) sampleMemory(period time.Duration, limit *heapLimit) func() {
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	go func() {
@@ -225,9 +267,14 @@ func (w *wiring) sampleMemory(period time.Duration) func() {
 		t := time.NewTicker(period)
 		defer t.Stop()
 		for {
-			if rss, err := selfRSS(); err == nil {
-				if total := rss + w.memfds.Stats().LiveBytes; total > w.peakTotal.Load() {
-					w.peakTotal.Store(total)
+			if rss, shared, err := selfStatm(); err == nil {
+				if w.memfds != nil {
+					if total := rss + w.memfds.Stats().LiveBytes; total > w.peakTotal.Load() {
+						w.peakTotal.Store(total)
+					}
+				}
+				if limit != nil {
+					limit.setOther(shared)
 				}
 			}
 			select {
@@ -240,21 +287,25 @@ func (w *wiring) sampleMemory(period time.Duration) func() {
 	return func() { close(stop); <-done }
 }
 
-// selfRSS is this process's resident set size (/proc/self/statm).
-func selfRSS() (int64, error) {
+// selfStatm is this process's resident set size and, of it, the pages
+// backed by files or shared memory (/proc/self/statm): outside Go's heap.
+func selfStatm() (rss, shared int64, err error) {
 	b, err := os.ReadFile("/proc/self/statm")
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	f := strings.Fields(string(b))
-	if len(f) < 2 {
-		return 0, fmt.Errorf("statm: %q", b)
+	if len(f) < 3 {
+		return 0, 0, fmt.Errorf("statm: %q", b)
 	}
-	pages, err := strconv.ParseInt(f[1], 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("statm: %w", err)
+	var pages [2]int64
+	for i := range pages {
+		if pages[i], err = strconv.ParseInt(f[i+1], 10, 64); err != nil {
+			return 0, 0, fmt.Errorf("statm: %w", err)
+		}
 	}
-	return pages * int64(os.Getpagesize()), nil
+	page := int64(os.Getpagesize())
+	return pages[0] * page, pages[1] * page, nil
 }
 
 func (w *wiring) close() {
