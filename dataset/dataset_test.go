@@ -187,15 +187,23 @@ func TestCorruptRowGroupFailsOnlyItsBatches(t *testing.T) {
 	}
 }
 
-func TestBuildReadsTheNextSegmentAhead(t *testing.T) {
-	dir := t.TempDir()
+// twoIndexedFiles writes a.parquet and b.parquet (3000 rows each, row
+// groups of 1000) and indexes them with batches of 500 rows into a state
+// directory, so that a later load decodes nothing until asked.
+func twoIndexedFiles(t *testing.T) (dir, state string) {
+	t.Helper()
+	dir, state = t.TempDir(), t.TempDir()
 	for _, name := range []string{"a.parquet", "b.parquet"} {
 		if err := sampledata.WriteParquet(filepath.Join(dir, name), 3000, 1000); err != nil {
 			t.Fatal(err)
 		}
 	}
-	state := t.TempDir()
 	load(t, dir, Options{BatchSize: 500, StateDir: state}) // the index pass decodes everything
+	return dir, state
+}
+
+func TestBuildReadsTheNextSegmentAhead(t *testing.T) {
+	dir, state := twoIndexedFiles(t)
 	var ran int
 	d := load(t, dir, Options{BatchSize: 500, StateDir: state, Background: func(f func()) { ran++; f() }})
 	s, _ := d.Current()
@@ -244,14 +252,7 @@ func TestBuildReadsTheNextSegmentAhead(t *testing.T) {
 // (across files), each once, and no more than the segment cache holds
 // beside the segment in use.
 func TestBuildReadsSeveralSegmentsAhead(t *testing.T) {
-	dir := t.TempDir()
-	for _, name := range []string{"a.parquet", "b.parquet"} {
-		if err := sampledata.WriteParquet(filepath.Join(dir, name), 3000, 1000); err != nil {
-			t.Fatal(err)
-		}
-	}
-	state := t.TempDir()
-	load(t, dir, Options{BatchSize: 500, StateDir: state}) // the index pass
+	dir, state := twoIndexedFiles(t)
 	var mu sync.Mutex
 	var ran int
 	bg := func(f func()) { mu.Lock(); ran++; mu.Unlock(); f() }
