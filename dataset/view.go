@@ -216,9 +216,16 @@ func (v *View) BuildInto(ctx context.Context, k int, dst []byte) error {
 	return nil
 }
 
-// readAhead starts decoding the source segments of the view's next files
-// (Snapshot.readAheadBatches), taking them to be read in the view's order.
+// readAhead starts decoding the source segments of the view's next files,
+// taking them to be read in the view's order: for a view in natural order
+// (a rank's share, npz files) the segments after file k's
+// (Snapshot.readAhead), for a shuffled one those of its next files
+// (Snapshot.readAheadBatches).
 func (v *View) readAhead(k, nat int) {
+	if v.spec.Shuffle == ShuffleNone {
+		v.snap.readAhead(nat)
+		return
+	}
 	var next []int
 	for i := k + 1; i < v.n && len(next) < v.snap.ds.opts.ReadAhead; i++ {
 		b, ok := v.Natural(i)

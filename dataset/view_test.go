@@ -468,3 +468,23 @@ func TestShuffledViewReadsItsNextSegmentsAhead(t *testing.T) {
 		t.Fatalf("reading the view decoded %d segments, want each of the 20 once", decodes())
 	}
 }
+
+// A view in natural order (here npz files) reads the
+// segments after its file's ahead, as the dataset's own files do.
+func TestNaturalViewReadsSegmentsAhead(t *testing.T) {
+	dir, state := twoIndexedFiles(t)
+	var ran int
+	d := load(t, dir, Options{BatchSize: 500, StateDir: state, ReadAhead: 3,
+		Background: func(f func()) { ran++; f() }})
+	s, err := d.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := mustView(t, s, "format=npz")
+	if _, err := v.Build(context.Background(), 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, m, _ := d.SegmentStats(); m != 4 || ran != 3 {
+		t.Fatalf("after file 0: %d decodes, %d read-aheads; want 4, 3", m, ran)
+	}
+}

@@ -10,26 +10,31 @@ func TestHeapLimitLeavesRoomForMemfdsAndTheBinary(t *testing.T) {
 	defer debug.SetMemoryLimit(old)
 	const mib = 1 << 20
 	cur := func() int64 { return debug.SetMemoryLimit(-1) / mib }
-	h := newHeapLimit(600*mib, 100*mib)
+	h := newHeapLimit(600*mib+1000, 100*mib)
 	if cur() != 600 {
-		t.Fatalf("limit %d MiB at start, want 600", cur())
+		t.Fatalf("limit %d MiB at start, want 600 (rounded down to 4 MiB)", cur())
 	}
 	h.setMemfds(300 * mib)
-	h.setOther(40 * mib)
+	h.set(300*mib, 40*mib)
 	if cur() != 260 {
 		t.Fatalf("limit %d MiB with 300 MiB of memfds and 40 resident outside the heap, want 260", cur())
 	}
-	h.setOther(42 * mib) // a change under 4 MiB is skipped
-	if cur() != 260 {
-		t.Fatalf("limit %d MiB after a 2 MiB change, want it left at 260", cur())
+	h.set(300*mib, 42*mib) // the target, 258 MiB, rounds down to 256
+	if cur() != 256 {
+		t.Fatalf("limit %d MiB for a target of 258, want 256", cur())
 	}
+	h.set(300*mib, 41*mib) // 259: still the 256 step
+	if cur() != 256 {
+		t.Fatalf("limit %d MiB for a target of 259, want 256", cur())
+	}
+	h.setMemfds(300 * mib)
 	h.setMemfds(550 * mib)
 	if cur() != 100 {
 		t.Fatalf("limit %d MiB, want the floor, 100", cur())
 	}
 	h.setMemfds(0)
-	if cur() != 558 {
-		t.Fatalf("limit %d MiB once the memfds are gone, want 558", cur())
+	if cur() != 556 {
+		t.Fatalf("limit %d MiB once the memfds are gone, want 556 (600 − 41, rounded down)", cur())
 	}
 }
 

@@ -58,8 +58,13 @@ func newLocalStore(dir string, cfg *Config, log *slog.Logger) (*source.Local, er
 // unreadable fails the start; one whose content is corrupt is mounted in an
 // error state (EIO inside, the reason in .zenith/datasets/NAME) so the
 // others are still served.
-func wire(ctx context.Context, cfg *Config, log *slog.Logger, workers int, checkEvery time.Duration, progress func(string, int64, int64)) (*wiring, error) {
+func wire(ctx context.Context, cfg *Config, log *slog.Logger, workers int, checkEvery time.Duration, progress func(string, int64, int64)) (_ *wiring, err error) {
 	w := &wiring{}
+	defer func() {
+		if err != nil { // stop what was started (the memory sampler, the pool, the cache)
+			w.close()
+		}
+	}()
 	// The budget is split: 5/8 for the cache of read batches, 1/4 for
 	// prefetched batches not yet read, 1/8 for decoded source segments.
 	// The Go heap limit follows (heapLimit): what the bound
@@ -219,19 +224,22 @@ func (h *heapLimit) setMemfds(n int64) {
 	h.update()
 }
 
-// setOther follows the resident bytes outside Go's heap.
-func (h *heapLimit) setOther(n int64) {
+// set follows both, from one sample: the memory sampler refreshes the
+// memfd count too, since setMemfds calls from concurrent memfd changes can
+// arrive out of order.
+func (h *heapLimit) set(memfds, other int64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.other = n
+	h.memfds, h.other = memfds, other
 	h.update()
 }
 
-// update sets the limit, skipping changes under 4 MiB; h.mu is held (or h
-// is not shared yet).
+// update sets the limit to the target rounded down to 4 MiB, so that it
+// changes only when the target crosses a 4 MiB step and never sits above
+// the target; h.mu is held (or h is not shared yet).
 func (h *heapLimit) update() {
-	lim := max(h.total-h.memfds-h.other, h.floor)
-	if h.limit >= 0 && lim > h.limit-4<<20 && lim < h.limit+4<<20 {
+	lim := max((h.total-h.memfds-h.other)&^(4<<20-1), h.floor)
+	if lim == h.limit {
 		return
 	}
 	h.limit = lim
@@ -274,7 +282,11 @@ func (w *wiring) sampleMemory(period time.Duration, limit *heapLimit) func() {
 					}
 				}
 				if limit != nil {
-					limit.setOther(shared)
+					var live int64
+					if w.memfds != nil {
+						live = w.memfds.Stats().LiveBytes
+					}
+					limit.set(live, shared)
 				}
 			}
 			select {
