@@ -440,13 +440,7 @@ func TestShuffledViewReadsItsNextSegmentsAhead(t *testing.T) {
 	state := t.TempDir()
 	load(t, dir, Options{BatchSize: 100, StateDir: state}) // the index pass
 	var ran int
-	d := load(t, dir, Options{BatchSize: 100, StateDir: state, ReadAhead: 2,
-		Background: func(f func()) { ran++; f() }})
-	s, err := d.Current()
-	if err != nil {
-		t.Fatal(err)
-	}
-	v := mustView(t, s, "seed=3,epoch=0")
+	d, v := aheadView(t, dir, Options{BatchSize: 100, StateDir: state, ReadAhead: 2}, &ran, "seed=3,epoch=0")
 	decodes := func() uint64 { _, m, _ := d.SegmentStats(); return m }
 	ctx := context.Background()
 	if _, err := v.Build(ctx, 0); err != nil {
@@ -474,17 +468,24 @@ func TestShuffledViewReadsItsNextSegmentsAhead(t *testing.T) {
 func TestNaturalViewReadsSegmentsAhead(t *testing.T) {
 	dir, state := twoIndexedFiles(t)
 	var ran int
-	d := load(t, dir, Options{BatchSize: 500, StateDir: state, ReadAhead: 3,
-		Background: func(f func()) { ran++; f() }})
-	s, err := d.Current()
-	if err != nil {
-		t.Fatal(err)
-	}
-	v := mustView(t, s, "format=npz")
+	d, v := aheadView(t, dir, Options{BatchSize: 500, StateDir: state, ReadAhead: 3}, &ran, "format=npz")
 	if _, err := v.Build(context.Background(), 0); err != nil {
 		t.Fatal(err)
 	}
 	if _, m, _ := d.SegmentStats(); m != 4 || ran != 3 {
 		t.Fatalf("after file 0: %d decodes, %d read-aheads; want 4, 3", m, ran)
 	}
+}
+
+// aheadView loads dir with opts, counting the read-aheads in *ran (run in
+// the caller), and returns the dataset and its view spec.
+func aheadView(t *testing.T, dir string, opts Options, ran *int, spec string) (*Dataset, *View) {
+	t.Helper()
+	opts.Background = func(f func()) { *ran++; f() }
+	d := load(t, dir, opts)
+	s, err := d.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d, mustView(t, s, spec)
 }
