@@ -463,17 +463,11 @@ func (s *Snapshot) Record(ctx context.Context, k int) (arrow.RecordBatch, error)
 // segment (a Parquet row group) takes to decode, and its workers fetch one
 // segment each at a time.
 func (s *Snapshot) readAhead(k int) {
-	_, hi := s.BatchRows(k)
-	if hi <= 0 || hi >= s.Rows {
-		return
-	}
-	f, si, ok := s.segmentAt(hi - 1)
+	f, si, cur, ok := s.lastSegment(k)
 	if !ok {
 		return
 	}
-	cur := s.segmentKey(f, si)
-	n := s.ds.opts.ReadAhead
-	for range n {
+	for range s.ds.opts.ReadAhead {
 		si++
 		for si >= len(f.segStart) { // the next file with rows
 			next := s.filesFor(f.FirstRow+f.Index.Rows, f.FirstRow+f.Index.Rows+1)
@@ -482,51 +476,60 @@ func (s *Snapshot) readAhead(k int) {
 			}
 			f, si = next[0], 0
 		}
-		start, room := s.ds.segs.startAhead(s.segmentKey(f, si), cur, n+1)
-		if !room {
+		if !s.startAhead(f, si, cur) {
 			return
-		}
-		if start {
-			s.decodeAhead(f, si)
 		}
 	}
 }
 
 // readAheadBatches is readAhead for a reader whose next batches, after
-// batch k, are next (a shuffled view's order): it starts decoding the
-// segments their first rows are in, Options.ReadAhead of them at most.
+// batch k, are next (a shuffled view's order, at most Options.ReadAhead of
+// them): it starts decoding the segments their first rows are in.
 func (s *Snapshot) readAheadBatches(k int, next []int) {
-	_, hi := s.BatchRows(k)
-	if hi <= 0 {
-		return
-	}
-	f, si, ok := s.segmentAt(hi - 1)
+	_, _, cur, ok := s.lastSegment(k)
 	if !ok {
 		return
 	}
-	cur := s.segmentKey(f, si)
-	n := s.ds.opts.ReadAhead
-	for _, b := range next[:min(len(next), n)] {
-		lo, hi := s.BatchRows(b)
-		if hi <= lo {
-			continue
-		}
-		f, si, ok := s.segmentAt(lo)
-		if !ok {
-			continue
-		}
-		key := s.segmentKey(f, si)
-		if key == cur {
-			continue
-		}
-		start, room := s.ds.segs.startAhead(key, cur, n+1)
-		if !room {
+	for _, b := range next {
+		lo, _ := s.BatchRows(b)
+		if f, si, ok := s.segmentAt(lo); ok && !s.startAhead(f, si, cur) {
 			return
 		}
-		if start {
-			s.decodeAhead(f, si)
-		}
 	}
+}
+
+// lastSegment is the segment batch k's last row is in, and its key.
+func (s *Snapshot) lastSegment(k int) (f *SourceFile, si int, key string, ok bool) {
+	_, hi := s.BatchRows(k)
+	if hi <= 0 {
+		return nil, 0, "", false
+	}
+	if f, si, ok = s.segmentAt(hi - 1); !ok {
+		return nil, 0, "", false
+	}
+	return f, si, s.segmentKey(f, si), true
+}
+
+// startAhead starts decoding segment si of f in the background unless it
+// is decoded or being decoded, with cur in use (segCache.startAhead); it
+// reports whether the cache has room to look further ahead.
+func (s *Snapshot) startAhead(f *SourceFile, si int, cur string) bool {
+	key := s.segmentKey(f, si)
+	start, room := s.ds.segs.startAhead(key, cur, s.ds.opts.ReadAhead+1)
+	if !start {
+		return room
+	}
+	run := s.ds.opts.Background
+	if run == nil {
+		run = func(f func()) { go f() }
+	}
+	run(func() {
+		defer s.ds.segs.doneAhead(key)
+		// An error here is the next reader's to see, when it decodes the
+		// segment itself.
+		_, _ = s.segment(context.Background(), f, si, true)
+	})
+	return true
 }
 
 // segmentAt finds the file and segment that hold row (of the dataset).
@@ -542,21 +545,6 @@ func (s *Snapshot) segmentAt(row int64) (*SourceFile, int, bool) {
 		return nil, 0, false
 	}
 	return f, si, true
-}
-
-// decodeAhead decodes segment si of f in the background (Options.Background).
-func (s *Snapshot) decodeAhead(f *SourceFile, si int) {
-	key := s.segmentKey(f, si)
-	run := s.ds.opts.Background
-	if run == nil {
-		run = func(f func()) { go f() }
-	}
-	run(func() {
-		defer s.ds.segs.doneAhead(key)
-		// An error here is the next reader's to see, when it decodes the
-		// segment itself.
-		_, _ = s.segment(context.Background(), f, si, true)
-	})
 }
 
 func (s *Snapshot) segmentKey(f *SourceFile, i int) string {

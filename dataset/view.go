@@ -228,10 +228,7 @@ func (v *View) readAhead(k, nat int) {
 	}
 	var next []int
 	for i := k + 1; i < v.n && len(next) < v.snap.ds.opts.ReadAhead; i++ {
-		b, ok := v.Natural(i)
-		if !ok {
-			return
-		}
+		b, _ := v.Natural(i) // a batch shuffle: every file is a natural batch
 		next = append(next, b)
 	}
 	v.snap.readAheadBatches(nat, next)

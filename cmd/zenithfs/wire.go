@@ -156,7 +156,7 @@ func wire(ctx context.Context, cfg *Config, log *slog.Logger, workers int, check
 			VerifyAfterBuild:  isLocal,
 			Decode:            pool.Each,
 			Background:        func(f func()) { go func() { lower(); f() }() },
-			ReadAhead:         readAhead(cfg, dc),
+			ReadAhead:         readAhead(cfg, isLocal),
 			Logger:            log,
 			Progress:          progress,
 		})
@@ -175,18 +175,18 @@ func wire(ctx context.Context, cfg *Config, log *slog.Logger, workers int, check
 	return w, nil
 }
 
-// readAhead is how many source segments of dataset dc are decoded ahead of
+// readAhead is how many source segments of a dataset are decoded ahead of
 // a reader going through it in order (dataset.Options.ReadAhead): one for
 // local files, which arrive as fast as they decode; for S3, where every
 // read waits on a round trip first, as many as the batches prefetched
 // ahead of a reader (--prefetch), so that that many fetches are in flight
 // instead of one per prefetch worker. The segment cache's budget still
 // bounds them.
-func readAhead(cfg *Config, dc DatasetConfig) int {
-	if strings.HasPrefix(dc.URI, "s3://") {
-		return max(cfg.Prefetch, 1)
+func readAhead(cfg *Config, local bool) int {
+	if local {
+		return 1
 	}
-	return 1
+	return max(cfg.Prefetch, 1)
 }
 
 // memoryMargin is what the daemon may hold over --cache-size: the issue's
@@ -276,16 +276,14 @@ func (w *wiring) sampleMemory(period time.Duration, limit *heapLimit) func() {
 		defer t.Stop()
 		for {
 			if rss, shared, err := selfStatm(); err == nil {
+				var live int64
 				if w.memfds != nil {
-					if total := rss + w.memfds.Stats().LiveBytes; total > w.peakTotal.Load() {
-						w.peakTotal.Store(total)
+					live = w.memfds.Stats().LiveBytes
+					if rss+live > w.peakTotal.Load() {
+						w.peakTotal.Store(rss + live)
 					}
 				}
 				if limit != nil {
-					var live int64
-					if w.memfds != nil {
-						live = w.memfds.Stats().LiveBytes
-					}
 					limit.set(live, shared)
 				}
 			}
