@@ -301,17 +301,24 @@ func (s *Store) scheduleLocked(name string) {
 		return
 	}
 	queued := map[string]bool{}
+	added := false
 	for _, t := range s.queue {
 		queued[t.key] = true
 	}
 	for j := r.next; j < r.next+s.opts.Depth && j < r.view.NumBatches(); j++ {
 		key := r.view.Key(j)
-		if queued[key] || s.pending[key] != nil || s.inflight[key] != nil {
+		// A cached batch is not queued: a worker would only pop and skip it,
+		// and waking one (a locked, low-priority thread) for nothing costs a
+		// reader's open more than the open's own work once all is cached.
+		if queued[key] || s.pending[key] != nil || s.inflight[key] != nil || s.cache.Has(key) {
 			continue
 		}
 		s.queue = append(s.queue, &task{v: r.view, k: j, key: key, reader: name, ctx: r.ctx})
+		added = true
 	}
-	s.cond.Broadcast()
+	if added {
+		s.cond.Broadcast()
+	}
 }
 
 func (s *Store) dropPendingLocked(name string) {

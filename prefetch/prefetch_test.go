@@ -256,3 +256,48 @@ func TestPanicInBuildIsAnError(t *testing.T) {
 		t.Fatalf("file 2 after the panic: %q, %v", text(b), err)
 	}
 }
+
+// A reader of batches that are all cached queues no speculative work: a
+// worker would only pop each task and skip it, and waking one costs the
+// reader's open more than the open's own work.
+func TestCachedWindowQueuesNothing(t *testing.T) {
+	c, err := cache.New(64 << 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hold := make(chan struct{}) // keeps the workers from popping tasks
+	s, err := New(Options{Cache: c, Workers: 1, Depth: 4, IdleTimeout: time.Minute,
+		OnWorker: func() { <-hold }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { close(hold); s.Close(); c.Close() })
+	v := &memView{n: 10}
+	for k := 0; k < 6; k++ {
+		if !c.Put(v.Key(k), blob.Bytes([]byte(strconv.Itoa(k)))) {
+			t.Fatalf("batch %d not cached", k)
+		}
+	}
+	queued := func() int {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return len(s.queue)
+	}
+	for k := 0; k < 2; k++ { // windows 1..4 and 2..5: all cached
+		if b, err := s.Get(context.Background(), v, k, "r"); err != nil || text(b) != strconv.Itoa(k) {
+			t.Fatalf("batch %d: %q %v", k, text(b), err)
+		}
+		if n := queued(); n != 0 {
+			t.Fatalf("after reading cached batch %d, %d tasks queued for cached batches", k, n)
+		}
+	}
+	s.Get(context.Background(), v, 2, "r") // window 3..6: batch 6 is not cached
+	if n := queued(); n != 1 {
+		t.Fatalf("after batch 2, %d tasks queued, want 1 (batch 6)", n)
+	}
+	for k := range 10 {
+		if v.count(k) != 0 {
+			t.Fatalf("cached batch %d was built", k)
+		}
+	}
+}
