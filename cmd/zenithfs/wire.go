@@ -22,6 +22,7 @@ import (
 	"github.com/zenithfs/zenithfs/dataset"
 	zfs "github.com/zenithfs/zenithfs/fs"
 	"github.com/zenithfs/zenithfs/internal/lowprio"
+	"github.com/zenithfs/zenithfs/internal/thp"
 	"github.com/zenithfs/zenithfs/internal/uring"
 	"github.com/zenithfs/zenithfs/source"
 )
@@ -96,8 +97,23 @@ func wire(ctx context.Context, cfg *Config, log *slog.Logger, workers int, check
 		}
 		w.memfds, sealer = memfdSealer(c.Budget()+pending, onLive, log)
 	}
-	if w.memfds != nil || limit != nil {
-		w.closers = append(w.closers, w.sampleMemory(20*time.Millisecond, limit))
+	// The heap on huge pages (internal/thp): half the budget of address
+	// space mapped and advised before anything touches it. A fresh table
+	// epoch (bench/local P3) took 55 k page faults and 2.0 s of daemon
+	// CPU on 4 KiB pages, 12 k and 1.3 s on huge pages.
+	var huge *thp.Watcher
+	if !thp.Disabled() {
+		huge = thp.NewWatcher()
+		if _, err := thp.Grow(int(cfg.cacheBytes / 2)); err != nil {
+			log.Debug("Go heap stays on small pages", "err", err)
+			huge = nil
+		} else if err := huge.Check(-1); err != nil {
+			log.Debug("Go heap stays on small pages", "err", err)
+			huge = nil
+		}
+	}
+	if w.memfds != nil || limit != nil || huge != nil {
+		w.closers = append(w.closers, w.sampleMemory(20*time.Millisecond, limit, huge, log))
 	}
 	// Building ahead of readers runs at a lower priority than serving
 	// them: the prefetch workers and a pool of decoding helpers (one per
@@ -267,7 +283,7 @@ func memfdSealer(limit int64, onLive func(int64), log *slog.Logger) (*blob.Memfd
 // peak of RSS + live memfd bytes (memfds are outside the RSS, and the two
 // peaks are not simultaneous), and feeds the resident pages outside Go's
 // heap to limit (may be nil). It returns the function that stops it.
-func (w *wiring) sampleMemory(period time.Duration, limit *heapLimit) func() {
+func (w *wiring) sampleMemory(period time.Duration, limit *heapLimit, huge *thp.Watcher, log *slog.Logger) func() {
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	go func() {
@@ -275,7 +291,9 @@ func (w *wiring) sampleMemory(period time.Duration, limit *heapLimit) func() {
 		t := time.NewTicker(period)
 		defer t.Stop()
 		for {
+			anon := int64(-1)
 			if rss, shared, err := selfStatm(); err == nil {
+				anon = rss - shared
 				var live int64
 				if w.memfds != nil {
 					live = w.memfds.Stats().LiveBytes
@@ -285,6 +303,12 @@ func (w *wiring) sampleMemory(period time.Duration, limit *heapLimit) func() {
 				}
 				if limit != nil {
 					limit.set(live, shared)
+				}
+			}
+			if huge != nil {
+				if err := huge.Check(anon); err != nil {
+					log.Warn("Go heap huge pages", "err", err)
+					huge = nil
 				}
 			}
 			select {
