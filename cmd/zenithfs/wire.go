@@ -78,9 +78,10 @@ func wire(ctx context.Context, cfg *Config, log *slog.Logger, workers int, check
 	// took 3× the CPU, bench P3c); the floor of budget/8 + 96 MiB keeps
 	// small budgets clear of that.
 	segBytes := max(cfg.cacheBytes/8, 16<<20)
+	hugePages := !thp.Disabled()
 	var limit *heapLimit
 	if os.Getenv("GOMEMLIMIT") == "" {
-		limit = newHeapLimit(cfg.cacheBytes+memoryMargin-limitHeadroom(cfg.cacheBytes), cfg.cacheBytes/8+96<<20)
+		limit = newHeapLimit(cfg.cacheBytes+memoryMargin-limitHeadroom(cfg.cacheBytes, hugePages), cfg.cacheBytes/8+96<<20)
 	}
 	c, err := cache.New(max(cfg.cacheBytes*5/8, 1<<20))
 	if err != nil {
@@ -103,7 +104,7 @@ func wire(ctx context.Context, cfg *Config, log *slog.Logger, workers int, check
 	// faults and 2.0 s of daemon CPU on 4 KiB pages; 12 k and 1.3 s with
 	// half the budget advised, 2–4 k and 1.1 s with all of it.
 	var huge *thp.Watcher
-	if !thp.Disabled() {
+	if hugePages {
 		huge = thp.NewWatcher()
 		if _, err := thp.Grow(int(min(cfg.cacheBytes, 1<<30))); err != nil {
 			log.Debug("Go heap stays on small pages", "err", err)
@@ -214,8 +215,18 @@ const memoryMargin = 150 << 20
 // heap pass its soft limit while a cycle runs, by more the bigger the heap
 // (~10 MiB at a 512 MiB budget under 16 concurrent segment reads, bench/peers
 // P8). Each MiB taken from a small budget's heap costs CPU (bench/local P3c:
-// 16 MiB at an 80 MiB budget, 10 % more per epoch).
-func limitHeadroom(budget int64) int64 { return budget/64 + 4<<20 }
+// 16 MiB at an 80 MiB budget, 10 % more per epoch). A heap on huge pages
+// (internal/thp) needs 8 MiB more: a page touched anywhere makes 2 MiB
+// resident, so the heap's spans the runtime holds but has not written no
+// longer stay out of the RSS (blobs P3c at a 64 MiB budget peaked 4–8 MiB
+// higher, up to 215 MiB of the 214 MiB bound).
+func limitHeadroom(budget int64, hugePages bool) int64 {
+	h := budget/64 + 4<<20
+	if hugePages {
+		h += 8 << 20
+	}
+	return h
+}
 
 // heapLimit keeps the Go heap's soft limit at total minus the bytes held
 // in memfds and the resident pages outside Go's heap (the binary's text,
