@@ -5,8 +5,15 @@
 // where a fault is expensive that is most of a fresh daemon's CPU. The Go
 // runtime leaves its heap to the system's THP policy, which on most
 // distributions is "madvise": huge pages only where a mapping asks. The
-// daemon asks: Advise marks the anonymous read-write mappings the runtime
-// made for its heap MADV_HUGEPAGE, so a fault maps 2 MiB at once.
+// daemon asks, in three parts:
+//
+//   - Grow maps a stretch of heap and marks it MADV_HUGEPAGE before anything
+//     touches it (a 2 MiB range already touched stays on small pages), then
+//     hands it back to the kernel untouched; later allocations land in it.
+//   - Advise marks the anonymous read-write mappings the runtime made for
+//     its heap; a Watcher calls it again whenever the runtime maps more.
+//   - The Watcher also takes the advice back if the heap's resident memory
+//     outgrows what the runtime holds (see Watcher).
 //
 // The system's policy still decides: with
 // /sys/kernel/mm/transparent_hugepage/enabled set to "never" the advice
@@ -30,8 +37,8 @@ import (
 )
 
 // MinMapping is the smallest mapping Advise marks: the runtime maps its
-// heap arenas in 64 MiB steps; smaller anonymous mappings (thread stacks,
-// runtime metadata) are left alone.
+// heap in steps of at least 4 MiB; smaller anonymous mappings (thread
+// stacks, runtime metadata) are left alone.
 const MinMapping = 4 << 20
 
 // Disabled reports whether GODEBUG asks to keep the heap off huge pages.
