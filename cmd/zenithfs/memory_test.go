@@ -129,4 +129,33 @@ func readWithinBudget(t *testing.T, data string, size, budget int64, extra []str
 	if peak > budget+150<<20 {
 		t.Fatalf("daemon peak memory %d MiB exceeds budget %d MiB + 150 MiB", peak>>20, budget>>20)
 	}
+	// The bound held with the heap on huge pages (internal/thp), unless the
+	// system turns them off.
+	if b, err := os.ReadFile("/sys/kernel/mm/transparent_hugepage/enabled"); err == nil && !strings.Contains(string(b), "[never]") {
+		if n := hugeAdvised(t, pid); n < budget {
+			t.Fatalf("the daemon advised %d MiB of its heap for huge pages, want ≥ the %d MiB budget", n>>20, budget>>20)
+		}
+	}
+}
+
+// hugeAdvised is the size of pid's mappings marked MADV_HUGEPAGE ("hg" in
+// their VmFlags, /proc/PID/smaps).
+func hugeAdvised(t *testing.T, pid int) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var total, size int64
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 0 && strings.Contains(f[0], "-") && !strings.HasSuffix(f[0], ":") {
+			var lo, hi int64
+			if _, err := fmt.Sscanf(f[0], "%x-%x", &lo, &hi); err == nil {
+				size = hi - lo
+			}
+		} else if strings.HasPrefix(line, "VmFlags:") && strings.Contains(line+" ", " hg ") {
+			total += size
+		}
+	}
+	return total
 }

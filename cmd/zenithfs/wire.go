@@ -294,7 +294,9 @@ func memfdSealer(limit int64, onLive func(int64), log *slog.Logger) (*blob.Memfd
 // sampleMemory samples the daemon's memory every period: it records the
 // peak of RSS + live memfd bytes (memfds are outside the RSS, and the two
 // peaks are not simultaneous), and feeds the resident pages outside Go's
-// heap to limit (may be nil). It returns the function that stops it.
+// heap to limit (may be nil), and runs the huge-page watcher (may be nil)
+// on the heap's resident anonymous memory. It returns the function that
+// stops it.
 func (w *wiring) sampleMemory(period time.Duration, limit *heapLimit, huge *thp.Watcher, log *slog.Logger) func() {
 	stop := make(chan struct{})
 	done := make(chan struct{})
