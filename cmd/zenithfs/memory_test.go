@@ -13,6 +13,8 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/zenithfs/zenithfs/internal/thp"
 )
 
 // writeBlobs writes an Arrow IPC file of rows rows, each a 64 KiB random
@@ -131,31 +133,13 @@ func readWithinBudget(t *testing.T, data string, size, budget int64, extra []str
 	}
 	// The bound held with the heap on huge pages (internal/thp), unless the
 	// system turns them off.
-	if b, err := os.ReadFile("/sys/kernel/mm/transparent_hugepage/enabled"); err == nil && !strings.Contains(string(b), "[never]") {
-		if n := hugeAdvised(t, pid); n < budget {
+	if thp.Available() {
+		n, err := thp.Marked(pid, "hg")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n < budget {
 			t.Fatalf("the daemon advised %d MiB of its heap for huge pages, want ≥ the %d MiB budget", n>>20, budget>>20)
 		}
 	}
-}
-
-// hugeAdvised is the size of pid's mappings marked MADV_HUGEPAGE ("hg" in
-// their VmFlags, /proc/PID/smaps).
-func hugeAdvised(t *testing.T, pid int) int64 {
-	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var total, size int64
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) > 0 && strings.Contains(f[0], "-") && !strings.HasSuffix(f[0], ":") {
-			var lo, hi int64
-			if _, err := fmt.Sscanf(f[0], "%x-%x", &lo, &hi); err == nil {
-				size = hi - lo
-			}
-		} else if strings.HasPrefix(line, "VmFlags:") && strings.Contains(line+" ", " hg ") {
-			total += size
-		}
-	}
-	return total
 }

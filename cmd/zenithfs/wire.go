@@ -78,7 +78,7 @@ func wire(ctx context.Context, cfg *Config, log *slog.Logger, workers int, check
 	// took 3× the CPU, bench P3c); the floor of budget/8 + 96 MiB keeps
 	// small budgets clear of that.
 	segBytes := max(cfg.cacheBytes/8, 16<<20)
-	hugePages := !thp.Disabled()
+	hugePages := thp.Available() && !thp.DisabledBy(os.Getenv("GODEBUG"))
 	var limit *heapLimit
 	if os.Getenv("GOMEMLIMIT") == "" {
 		limit = newHeapLimit(cfg.cacheBytes+memoryMargin-limitHeadroom(cfg.cacheBytes, hugePages), cfg.cacheBytes/8+96<<20)
@@ -103,15 +103,14 @@ func wire(ctx context.Context, cfg *Config, log *slog.Logger, workers int, check
 	// A fresh table epoch (bench/local P3, 320 MiB budget) took 55 k page
 	// faults and 2.0 s of daemon CPU on 4 KiB pages; 12 k and 1.3 s with
 	// half the budget advised, 2–4 k and 1.1 s with all of it.
+	// The sampler's first tick has the watcher advise whatever else the
+	// runtime has mapped by then.
 	var huge *thp.Watcher
 	if hugePages {
-		huge = thp.NewWatcher()
 		if _, err := thp.Grow(int(min(cfg.cacheBytes, 1<<30))); err != nil {
 			log.Debug("Go heap stays on small pages", "err", err)
-			huge = nil
-		} else if err := huge.Check(-1); err != nil {
-			log.Debug("Go heap stays on small pages", "err", err)
-			huge = nil
+		} else {
+			huge = thp.NewWatcher()
 		}
 	}
 	if w.memfds != nil || limit != nil || huge != nil {

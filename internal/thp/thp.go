@@ -15,10 +15,10 @@
 //   - The Watcher also takes the advice back if the heap's resident memory
 //     outgrows what the runtime holds (see Watcher).
 //
-// The system's policy still decides: with
+// The system's policy still decides (Available): with
 // /sys/kernel/mm/transparent_hugepage/enabled set to "never" the advice
-// does nothing. GODEBUG=disablethp=1, Go's own switch to keep its heap
-// off huge pages, turns this off too.
+// does nothing. The caller decides whether to ask at all; DisabledBy reads
+// GODEBUG=disablethp=1, Go's own switch to keep its heap off huge pages.
 package thp
 
 import (
@@ -41,14 +41,51 @@ import (
 // stacks, runtime metadata) are left alone.
 const MinMapping = 4 << 20
 
-// Disabled reports whether GODEBUG asks to keep the heap off huge pages.
-func Disabled() bool {
-	for _, kv := range strings.Split(os.Getenv("GODEBUG"), ",") {
+// Available reports whether the system's THP policy lets a mapping ask
+// for huge pages (/sys/kernel/mm/transparent_hugepage/enabled is "always"
+// or "madvise").
+func Available() bool {
+	b, err := os.ReadFile("/sys/kernel/mm/transparent_hugepage/enabled")
+	return err == nil && !strings.Contains(string(b), "[never]")
+}
+
+// DisabledBy reports whether a GODEBUG value asks to keep the heap off
+// huge pages (disablethp=1, Go's own switch).
+func DisabledBy(godebug string) bool {
+	for _, kv := range strings.Split(godebug, ",") {
 		if strings.TrimSpace(kv) == "disablethp=1" {
 			return true
 		}
 	}
 	return false
+}
+
+// Marked returns the bytes of process pid's mappings of at least
+// MinMapping whose VmFlags (/proc/PID/smaps) carry flag: "hg" for advised
+// huge, "nh" for advised not huge.
+func Marked(pid int, flag string) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", pid))
+	if err != nil {
+		return 0, fmt.Errorf("thp: %w", err)
+	}
+	var total, size int64
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		line := sc.Text()
+		if f := strings.Fields(line); len(f) > 0 && !strings.HasSuffix(f[0], ":") {
+			if lo, hi, ok := rangeOf(f[0]); ok { // a mapping's header line
+				size = int64(hi - lo)
+			}
+			continue
+		}
+		if strings.HasPrefix(line, "VmFlags:") {
+			if size >= MinMapping && strings.Contains(line+" ", " "+flag+" ") {
+				total += size
+			}
+			size = 0
+		}
+	}
+	return total, sc.Err()
 }
 
 // Advise marks every anonymous private read-write mapping of at least
@@ -97,7 +134,12 @@ func anonRW(line string) (start, end uintptr, ok bool) {
 	if len(f) != 5 || f[1] != "rw-p" || f[4] != "0" {
 		return 0, 0, false
 	}
-	lo, hi, found := strings.Cut(f[0], "-")
+	return rangeOf(f[0])
+}
+
+// rangeOf parses a maps address range "start-end" (hexadecimal).
+func rangeOf(r string) (start, end uintptr, ok bool) {
+	lo, hi, found := strings.Cut(r, "-")
 	if !found {
 		return 0, 0, false
 	}

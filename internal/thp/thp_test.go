@@ -1,38 +1,18 @@
 package thp
 
 import (
-	"bufio"
 	"os"
 	"strings"
 	"testing"
 )
 
-// flagged returns the bytes of this process's mappings of at least
-// MinMapping whose VmFlags (/proc/self/smaps) carry flag ("hg": advised
-// huge, "nh": advised not huge).
 func flagged(t *testing.T, flag string) int64 {
 	t.Helper()
-	f, err := os.Open("/proc/self/smaps")
+	n, err := Marked(os.Getpid(), flag)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	var total, size int64
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := sc.Text()
-		if s, e, ok := anonRW(line); ok {
-			size = int64(e - s)
-			continue
-		}
-		if strings.HasPrefix(line, "VmFlags:") {
-			if size >= MinMapping && strings.Contains(line+" ", " "+flag+" ") {
-				total += size
-			}
-			size = 0
-		}
-	}
-	return total
+	return n
 }
 
 func TestAnonRW(t *testing.T) {
@@ -56,31 +36,21 @@ func TestAnonRW(t *testing.T) {
 	}
 }
 
-func TestDisabled(t *testing.T) {
-	t.Setenv("GODEBUG", "madvdontneed=1, disablethp=1")
-	if !Disabled() {
+func TestDisabledBy(t *testing.T) {
+	if !DisabledBy("madvdontneed=1, disablethp=1") {
 		t.Error("GODEBUG disablethp=1 not seen")
 	}
-	t.Setenv("GODEBUG", "disablethp=0")
-	if Disabled() {
-		t.Error("GODEBUG disablethp=0 taken for 1")
-	}
-}
-
-func thpAvailable(t *testing.T) {
-	b, err := os.ReadFile("/sys/kernel/mm/transparent_hugepage/enabled")
-	if err != nil {
-		t.Skipf("no transparent huge pages in this kernel: %v", err)
-	}
-	if strings.Contains(string(b), "[never]") {
-		t.Skip("transparent huge pages are off (never) on this machine")
+	if DisabledBy("disablethp=0") || DisabledBy("") {
+		t.Error("GODEBUG without disablethp=1 taken for it")
 	}
 }
 
 // Grow leaves a heap mapping advised huge; a Watcher that sees the heap's
 // resident memory run past what the runtime holds takes the advice back.
 func TestGrowAdvisesAndWatcherTakesItBack(t *testing.T) {
-	thpAvailable(t)
+	if !Available() {
+		t.Skip("transparent huge pages are off (never) or absent on this machine")
+	}
 	n, err := Grow(64 << 20)
 	if err != nil {
 		t.Fatal(err)
