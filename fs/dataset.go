@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"strconv"
@@ -286,6 +287,14 @@ func (f *batchFile) Open(ctx context.Context, flags uint32) (gofs.FileHandle, ui
 	}
 	b, err := f.dir.batches.Get(getCtx, f.view, f.k, reader)
 	done(err)
+	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		// The caller was interrupted by a signal (the kernel sent
+		// FUSE_INTERRUPT): EINTR, and no error of the mount's. The
+		// batch's build goes on; a retried open finds it built or in
+		// flight.
+		f.sh.log.Debug("open interrupted", "file", f.Path(nil))
+		return nil, 0, syscall.EINTR
+	}
 	if err != nil {
 		f.sh.log.Error("batch read failed", "file", f.Path(nil), "err", err)
 		f.sh.errs.add(fmt.Sprintf("read %s: %v", f.Path(nil), err))

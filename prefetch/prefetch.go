@@ -220,7 +220,9 @@ func (s *Store) Get(ctx context.Context, v View, k int, readerName string) (*blo
 	s.scheduleLocked(readerName)
 	s.mu.Unlock()
 
-	c.b, c.err = s.build(ctx, v, k)
+	// Built for every reader that waits on it: one reader's interrupted
+	// open must not fail the others' (nor waste the work).
+	c.b, c.err = s.build(context.WithoutCancel(ctx), v, k)
 	if c.err == nil {
 		// Into the cache before leaving the in-flight table, so that no
 		// request falls between the two and builds it again.

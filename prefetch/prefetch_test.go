@@ -301,3 +301,40 @@ func TestCachedWindowQueuesNothing(t *testing.T) {
 		}
 	}
 }
+
+// The reader whose miss builds a batch is interrupted (its request's
+// context is cancelled) while another reader waits on the same batch:
+// the build finishes for both, once.
+func TestInterruptedBuilderFailsNoOtherReader(t *testing.T) {
+	s := newStore(t, 0)
+	v := &memView{n: 3, delay: 200 * time.Millisecond}
+	ctx, cancel := context.WithCancel(context.Background())
+	first := make(chan error, 1)
+	go func() {
+		_, err := s.Get(ctx, v, 2, "a")
+		first <- err
+	}()
+	for v.count(2) == 0 { // a's build has started
+		time.Sleep(time.Millisecond)
+	}
+	second := make(chan error, 1)
+	go func() {
+		b, err := s.Get(context.Background(), v, 2, "b")
+		if err == nil && text(b) != "2" {
+			err = fmt.Errorf("got %q", text(b))
+		}
+		second <- err
+	}()
+	time.Sleep(20 * time.Millisecond) // b waits on a's build
+	cancel()
+	if err := <-second; err != nil {
+		t.Fatalf("the waiting reader failed with the interrupted one's build: %v", err)
+	}
+	<-first
+	if c := v.count(2); c != 1 {
+		t.Fatalf("batch 2 built %d times", c)
+	}
+	if st := s.Stats(); st.Errors != 0 || st.Built != 1 {
+		t.Fatalf("stats after an interrupted build: %+v", st)
+	}
+}
