@@ -78,7 +78,23 @@ func wire(ctx context.Context, cfg *Config, log *slog.Logger, workers int, check
 	// took 3× the CPU, bench P3c); the floor of budget/8 + 96 MiB keeps
 	// small budgets clear of that.
 	segBytes := max(cfg.cacheBytes/8, 16<<20)
-	hugePages := thp.Available() && !thp.DisabledBy(os.Getenv("GODEBUG"))
+	// The heap on huge pages (internal/thp): the budget's worth of address
+	// space (at most 1 GiB) mapped and advised before anything touches it.
+	// A fresh table epoch (bench/local P3, 320 MiB budget) took 55 k page
+	// faults and 2.0 s of daemon CPU on 4 KiB pages; 12 k and 1.3 s with
+	// half the budget advised, 2–4 k and 1.1 s with all of it.
+	// The sampler's first tick has the watcher advise whatever else the
+	// runtime has mapped by then.
+	// The heap limit keeps more headroom when the heap is on huge pages.
+	var huge *thp.Watcher
+	if thp.Available() && !thp.DisabledBy(os.Getenv("GODEBUG")) {
+		if _, err := thp.Grow(int(min(cfg.cacheBytes, 1<<30))); err != nil {
+			log.Info("Go heap stays on small pages", "err", err)
+		} else {
+			huge = thp.NewWatcher()
+		}
+	}
+	hugePages := huge != nil
 	var limit *heapLimit
 	if os.Getenv("GOMEMLIMIT") == "" {
 		limit = newHeapLimit(cfg.cacheBytes+memoryMargin-limitHeadroom(cfg.cacheBytes, hugePages), cfg.cacheBytes/8+96<<20)
@@ -97,21 +113,6 @@ func wire(ctx context.Context, cfg *Config, log *slog.Logger, workers int, check
 			onLive = limit.setMemfds
 		}
 		w.memfds, sealer = memfdSealer(c.Budget()+pending, onLive, log)
-	}
-	// The heap on huge pages (internal/thp): the budget's worth of address
-	// space (at most 1 GiB) mapped and advised before anything touches it.
-	// A fresh table epoch (bench/local P3, 320 MiB budget) took 55 k page
-	// faults and 2.0 s of daemon CPU on 4 KiB pages; 12 k and 1.3 s with
-	// half the budget advised, 2–4 k and 1.1 s with all of it.
-	// The sampler's first tick has the watcher advise whatever else the
-	// runtime has mapped by then.
-	var huge *thp.Watcher
-	if hugePages {
-		if _, err := thp.Grow(int(min(cfg.cacheBytes, 1<<30))); err != nil {
-			log.Debug("Go heap stays on small pages", "err", err)
-		} else {
-			huge = thp.NewWatcher()
-		}
 	}
 	if w.memfds != nil || limit != nil || huge != nil {
 		w.closers = append(w.closers, w.sampleMemory(20*time.Millisecond, limit, huge, log))
@@ -319,8 +320,13 @@ func (w *wiring) sampleMemory(period time.Duration, limit *heapLimit, huge *thp.
 				}
 			}
 			if huge != nil {
+				// An error advising new heap is logged and the next growth
+				// tried again; the watcher is dropped only once it has
+				// taken its advice back.
 				if err := huge.Check(anon); err != nil {
 					log.Warn("Go heap huge pages", "err", err)
+				}
+				if huge.Off() {
 					huge = nil
 				}
 			}

@@ -41,23 +41,68 @@ import (
 // stacks, runtime metadata) are left alone.
 const MinMapping = 4 << 20
 
-// Available reports whether the system's THP policy lets a mapping ask
-// for huge pages (/sys/kernel/mm/transparent_hugepage/enabled is "always"
-// or "madvise").
+// Available reports whether huge pages can back this process's advised
+// mappings: the system policy for 2 MiB pages lets a mapping ask
+// (/sys/kernel/mm/transparent_hugepage/enabled, or on Linux ≥ 6.8 its
+// hugepages-2048kB/enabled unless that says "inherit", is "always" or
+// "madvise"), and the process has not turned THP off for itself
+// (prctl PR_SET_THP_DISABLE: THP_enabled 0 in /proc/self/status).
 func Available() bool {
-	b, err := os.ReadFile("/sys/kernel/mm/transparent_hugepage/enabled")
-	return err == nil && !strings.Contains(string(b), "[never]")
+	const sys = "/sys/kernel/mm/transparent_hugepage/"
+	top, err := os.ReadFile(sys + "enabled")
+	if err != nil {
+		return false
+	}
+	perSize, _ := os.ReadFile(sys + "hugepages-2048kB/enabled")
+	status, _ := os.ReadFile("/proc/self/status")
+	return available(string(top), string(perSize), string(status))
 }
 
-// DisabledBy reports whether a GODEBUG value asks to keep the heap off
-// huge pages (disablethp=1, Go's own switch).
-func DisabledBy(godebug string) bool {
-	for _, kv := range strings.Split(godebug, ",") {
-		if strings.TrimSpace(kv) == "disablethp=1" {
-			return true
+// available is Available's decision from the contents of the system
+// policy file, the 2 MiB size's policy file ("" when absent) and
+// /proc/self/status.
+func available(top, perSize, status string) bool {
+	for _, line := range strings.Split(status, "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && k == "THP_enabled" && strings.TrimSpace(v) == "0" {
+			return false
 		}
 	}
-	return false
+	policy := selected(perSize)
+	if policy == "" || policy == "inherit" {
+		policy = selected(top)
+	}
+	return policy == "always" || policy == "madvise"
+}
+
+// selected is the bracketed choice of a sysfs policy file
+// ("always [madvise] never" → "madvise"), or "".
+func selected(file string) string {
+	_, rest, ok := strings.Cut(file, "[")
+	if !ok {
+		return ""
+	}
+	v, _, ok := strings.Cut(rest, "]")
+	if !ok {
+		return ""
+	}
+	return v
+}
+
+// DisabledBy reports whether a GODEBUG value keeps the heap off huge
+// pages the way the runtime reads it: the last disablethp setting wins,
+// and any integer but 0 disables.
+func DisabledBy(godebug string) bool {
+	disabled := false
+	for _, kv := range strings.Split(godebug, ",") {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k != "disablethp" {
+			continue
+		}
+		if n, err := strconv.Atoi(v); err == nil {
+			disabled = n != 0
+		}
+	}
+	return disabled
 }
 
 // Marked returns the bytes of process pid's mappings of at least
@@ -97,14 +142,16 @@ func Advise() (int64, error) {
 	return total, err
 }
 
-// madviseAnon applies advice to every anonymous private read-write mapping
-// of at least MinMapping bytes, calling counted (if not nil) with each
-// mapping's size.
+// madviseAnon applies advice to every mapping of at least MinMapping bytes
+// that anonRW takes for the heap, calling counted (if not nil) with each
+// advised mapping's size. A mapping it fails on does not stop it: the
+// errors are returned together.
 func madviseAnon(advice int, counted func(int64)) error {
 	maps, err := os.ReadFile("/proc/self/maps")
 	if err != nil {
 		return fmt.Errorf("thp: %w", err)
 	}
+	var errs []error
 	sc := bufio.NewScanner(bytes.NewReader(maps))
 	for sc.Scan() {
 		start, end, ok := anonRW(sc.Text())
@@ -118,20 +165,30 @@ func madviseAnon(advice int, counted func(int64)) error {
 			continue
 		}
 		if e != 0 {
-			return fmt.Errorf("thp: madvise %#x-%#x: %w", start, end, e)
+			errs = append(errs, fmt.Errorf("thp: madvise %#x-%#x: %w", start, end, e))
+			continue
 		}
 		if counted != nil {
 			counted(int64(end - start))
 		}
 	}
-	return sc.Err()
+	return errors.Join(append(errs, sc.Err())...)
 }
 
+// goHeap is the name the Go runtime (1.25 and later) gives its heap
+// mappings where the kernel names anonymous mappings
+// (CONFIG_ANON_VMA_NAME).
+const goHeap = "[anon: Go: heap]"
+
 // anonRW parses one line of /proc/self/maps and reports the range of an
-// anonymous (no file, no name) private read-write mapping.
+// anonymous private read-write mapping that is the Go heap's: one without
+// a name, or named by the runtime as its heap.
 func anonRW(line string) (start, end uintptr, ok bool) {
 	f := strings.Fields(line)
-	if len(f) != 5 || f[1] != "rw-p" || f[4] != "0" {
+	if len(f) < 5 || f[1] != "rw-p" || f[4] != "0" {
+		return 0, 0, false
+	}
+	if len(f) > 5 && strings.Join(f[5:], " ") != goHeap {
 		return 0, 0, false
 	}
 	return rangeOf(f[0])
@@ -160,7 +217,10 @@ func rangeOf(r string) (start, end uintptr, ok bool) {
 // scans advised mappings, may collapse a 2 MiB range back into one huge
 // page while any of its pages is in use, making resident again what the
 // runtime counts as released. Past Slack bytes of that, Check marks the
-// mappings MADV_NOHUGEPAGE, returns the free memory again, and stops.
+// mappings MADV_NOHUGEPAGE, so that khugepaged collapses no more of them,
+// and stops (Off). What was collapsed already stays resident until the
+// runtime reuses it: the runtime cannot return pages it counts as
+// released.
 type Watcher struct {
 	sample []metrics.Sample
 	last   uint64
@@ -198,7 +258,7 @@ func (w *Watcher) Check(anonRSS int64) error {
 		w.off = true
 		err := madviseAnon(unix.MADV_NOHUGEPAGE, nil)
 		debug.FreeOSMemory()
-		return errors.Join(fmt.Errorf("thp: heap resident %d MiB, %d MiB more than the runtime holds (khugepaged collapsed released pages): heap back on small pages",
+		return errors.Join(fmt.Errorf("thp: heap resident %d MiB, %d MiB more than the runtime holds (khugepaged collapsed released pages): huge page advice taken back; what is resident already stays until the heap reuses it",
 			anonRSS>>20, (anonRSS-held)>>20), err)
 	}
 	if w.last != 0 && mapped < w.last+MinMapping {
@@ -208,6 +268,9 @@ func (w *Watcher) Check(anonRSS int64) error {
 	_, err := Advise()
 	return err
 }
+
+// Off reports whether the Watcher has taken its advice back and stopped.
+func (w *Watcher) Off() bool { return w.off }
 
 // Grow maps n bytes of heap for the runtime to allocate from later, and
 // advises it before anything touches it: a page the heap has already
@@ -221,5 +284,10 @@ func Grow(n int) (int64, error) {
 	runtime.KeepAlive(b)
 	b = nil
 	debug.FreeOSMemory()
+	if err == nil && advised < int64(n) {
+		// The new mapping was not among those advised: /proc/self/maps
+		// names it in a way anonRW does not know.
+		err = fmt.Errorf("thp: grew the heap by %d MiB but found only %d MiB of it to advise", n>>20, advised>>20)
+	}
 	return advised, err
 }

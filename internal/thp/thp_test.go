@@ -28,6 +28,10 @@ func TestAnonRW(t *testing.T) {
 		{"7f00-7f10 r-xp 00000000 00:00 0", 0, 0, false},
 		{"7f10-7f00 rw-p 00000000 00:00 0", 0, 0, false},
 		{"garbage", 0, 0, false},
+		// Go ≥ 1.25 names its mappings where the kernel lets it.
+		{"c000000000-c004000000 rw-p 00000000 00:00 0                          [anon: Go: heap]", 0xc000000000, 0xc004000000, true},
+		{"7fc19d600000-7fc19f600000 rw-p 00000000 00:00 0                      [anon: Go: heap index]", 0, 0, false},
+		{"7fc19d600000-7fc19f600000 rw-p 00000000 00:00 0                      [anon: cgo buffer]", 0, 0, false},
 	} {
 		s, e, ok := anonRW(c.line)
 		if s != c.start || e != c.end || ok != c.ok {
@@ -37,11 +41,42 @@ func TestAnonRW(t *testing.T) {
 }
 
 func TestDisabledBy(t *testing.T) {
-	if !DisabledBy("madvdontneed=1, disablethp=1") {
-		t.Error("GODEBUG disablethp=1 not seen")
+	for godebug, want := range map[string]bool{
+		"madvdontneed=1,disablethp=1":  true,
+		"disablethp=2":                 true, // any integer but 0, as the runtime reads it
+		"disablethp=1,disablethp=0":    false,
+		"disablethp=0,disablethp=1":    true, // the last one wins
+		"disablethp=0":                 false,
+		"":                             false,
+		"madvdontneed=1, disablethp=1": false, // the runtime does not trim: " disablethp" is another key
+		"disablethp=yes":               false, // not an integer: ignored
+	} {
+		if got := DisabledBy(godebug); got != want {
+			t.Errorf("DisabledBy(%q) = %v, want %v", godebug, got, want)
+		}
 	}
-	if DisabledBy("disablethp=0") || DisabledBy("") {
-		t.Error("GODEBUG without disablethp=1 taken for it")
+}
+
+func TestAvailablePolicy(t *testing.T) {
+	const on, off, madv = "[always] madvise never\n", "always madvise [never]\n", "always [madvise] never\n"
+	const status = "Name:\tzenithfs\nTHP_enabled:\t1\nThreads:\t9\n"
+	for _, c := range []struct {
+		top, perSize, status string
+		want                 bool
+	}{
+		{madv, "", status, true},
+		{on, "", status, true},
+		{off, "", status, false},
+		{madv, "always inherit madvise [never]\n", status, false}, // the 2 MiB size is off
+		{off, "always [inherit] madvise never\n", status, false},
+		{off, "always inherit [madvise] never\n", status, true}, // the 2 MiB size overrides
+		{madv, "always [inherit] madvise never\n", status, true},
+		{madv, "", "Name:\tzenithfs\nTHP_enabled:\t0\n", false}, // PR_SET_THP_DISABLE
+		{"", "", status, false},
+	} {
+		if got := available(c.top, c.perSize, c.status); got != c.want {
+			t.Errorf("available(%q, %q, %q) = %v, want %v", c.top, c.perSize, c.status, got, c.want)
+		}
 	}
 }
 
@@ -62,11 +97,11 @@ func TestGrowAdvisesAndWatcherTakesItBack(t *testing.T) {
 		t.Fatalf("after Grow(64 MiB), %d bytes of mappings are advised huge", got)
 	}
 	w := NewWatcher()
-	if err := w.Check(0); err != nil { // nothing resident: no alarm
+	if err := w.Check(0); err != nil || w.Off() { // nothing resident: no alarm
 		t.Fatal(err)
 	}
 	err = w.Check(1 << 40) // far more resident than the runtime holds
-	if err == nil || !strings.Contains(err.Error(), "small pages") {
+	if err == nil || !strings.Contains(err.Error(), "advice taken back") {
 		t.Fatalf("Check with an inflated heap: %v", err)
 	}
 	if got := flagged(t, "hg"); got != 0 {
@@ -74,6 +109,9 @@ func TestGrowAdvisesAndWatcherTakesItBack(t *testing.T) {
 	}
 	if got := flagged(t, "nh"); got < 64<<20 {
 		t.Fatalf("after the watcher gave up, only %d bytes are advised not huge", got)
+	}
+	if !w.Off() {
+		t.Fatal("a watcher that took its advice back is not Off")
 	}
 	if err := w.Check(1 << 40); err != nil {
 		t.Fatalf("a watcher that gave up checked again: %v", err)
