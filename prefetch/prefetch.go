@@ -107,6 +107,9 @@ type call struct {
 	b    *blob.Blob
 	err  error
 	spec bool // started as speculative work
+	// cancelled: the speculative build stopped because its reader jumped
+	// or left, not because it failed; a waiter looks again.
+	cancelled bool
 }
 
 type task struct {
@@ -173,8 +176,7 @@ func (s *Store) Get(ctx context.Context, v View, k int, readerName string) (*blo
 	s.mu.Lock()
 	s.noteRead(readerName, v, k)
 	if p, ok := s.pending[key]; ok {
-		delete(s.pending, key)
-		s.pendingBytes -= p.b.Len()
+		s.removePendingLocked(key)
 		s.scheduleLocked(readerName)
 		s.mu.Unlock()
 		s.st.prefetchHits.Add(1)
@@ -189,6 +191,22 @@ func (s *Store) Get(ctx context.Context, v View, k int, readerName string) (*blo
 	}
 	start := time.Now()
 	defer func() { s.st.waitNanos.Add(int64(time.Since(start))) }()
+	for {
+		b, err, again := s.await(ctx, v, k, key, readerName)
+		if !again {
+			return b, err
+		}
+		if b, ok := s.cache.Get(key); ok {
+			return b, nil
+		}
+	}
+}
+
+// await waits for the build of key in flight, or builds it now if none is.
+// again: a speculative build this waited on was cancelled (its reader
+// jumped or left, while this request's reader still wants the batch):
+// look again.
+func (s *Store) await(ctx context.Context, v View, k int, key, readerName string) (b *blob.Blob, err error, again bool) {
 	s.mu.Lock()
 	c, ok := s.inflight[key]
 	if ok {
@@ -200,18 +218,18 @@ func (s *Store) Get(ctx context.Context, v View, k int, readerName string) (*blo
 		select {
 		case <-c.done:
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return nil, ctx.Err(), false
+		}
+		if c.cancelled && ctx.Err() == nil {
+			return nil, nil, true
 		}
 		if c.err == nil && c.spec {
 			s.mu.Lock()
-			if p, ok := s.pending[key]; ok { // its result went to pending: take it
-				delete(s.pending, key)
-				s.pendingBytes -= p.b.Len()
-			}
+			s.removePendingLocked(key) // its result went to pending: take it
 			s.mu.Unlock()
 			s.cache.Put(key, c.b)
 		}
-		return c.b, c.err
+		return c.b, c.err, false
 	}
 	s.st.misses.Add(1)
 	c = &call{done: make(chan struct{})}
@@ -237,7 +255,17 @@ func (s *Store) Get(ctx context.Context, v View, k int, readerName string) (*blo
 	s.cond.Broadcast()
 	s.mu.Unlock()
 	close(c.done)
-	return c.b, c.err
+	return c.b, c.err, false
+}
+
+// removePendingLocked takes key out of the pending buffer; the room it
+// frees may let a worker that waits on the buffer's bound go on.
+func (s *Store) removePendingLocked(key string) {
+	if p, ok := s.pending[key]; ok {
+		delete(s.pending, key)
+		s.pendingBytes -= p.b.Len()
+		s.cond.Broadcast()
+	}
 }
 
 // build builds file k of v and seals it. A panic while building (a decoder
@@ -326,8 +354,7 @@ func (s *Store) scheduleLocked(name string) {
 func (s *Store) dropPendingLocked(name string) {
 	for key, p := range s.pending {
 		if p.reader == name {
-			delete(s.pending, key)
-			s.pendingBytes -= p.b.Len()
+			s.removePendingLocked(key)
 			s.st.wasted.Add(1)
 		}
 	}
@@ -390,6 +417,7 @@ func (s *Store) worker() {
 		delete(s.inflight, t.key)
 		switch {
 		case c.err != nil && t.ctx.Err() != nil:
+			c.cancelled = true
 			s.st.cancelled.Add(1)
 		case c.err != nil:
 			s.st.errors.Add(1)
@@ -441,8 +469,7 @@ func (s *Store) sweep(now time.Time) {
 	}
 	for key, p := range s.pending {
 		if now.Sub(p.at) > s.opts.IdleTimeout {
-			delete(s.pending, key)
-			s.pendingBytes -= p.b.Len()
+			s.removePendingLocked(key)
 			s.st.wasted.Add(1)
 		}
 	}

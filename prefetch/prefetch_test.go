@@ -338,3 +338,65 @@ func TestInterruptedBuilderFailsNoOtherReader(t *testing.T) {
 		t.Fatalf("stats after an interrupted build: %+v", st)
 	}
 }
+
+// A reader waiting on another reader's speculative build is not failed
+// when that build is cancelled (its reader jumped): it builds the batch.
+func TestWaiterOnCancelledSpeculationBuilds(t *testing.T) {
+	s := newStore(t, 4)
+	v := &memView{n: 40, delay: 200 * time.Millisecond}
+	if _, err := s.Get(context.Background(), v, 0, "a"); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); v.count(1) == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("batch 1 was never built ahead")
+		}
+	}
+	got := make(chan error, 1)
+	go func() {
+		b, err := s.Get(context.Background(), v, 1, "b")
+		if err == nil && text(b) != "1" {
+			err = fmt.Errorf("got %q", text(b))
+		}
+		got <- err
+	}()
+	time.Sleep(30 * time.Millisecond) // b waits on a's build of 1
+	go s.Get(context.Background(), v, 30, "a") // a jumps: its read-ahead is cancelled
+	if err := <-got; err != nil {
+		t.Fatalf("reader b, waiting on a's cancelled read-ahead: %v", err)
+	}
+	if c := v.count(1); c != 2 {
+		t.Errorf("batch 1 built %d times, want 2 (the cancelled read-ahead, then b's)", c)
+	}
+}
+
+// Taking a batch out of the full pending buffer wakes a worker for the
+// queued read-ahead.
+func TestTakingPendingWakesWorkers(t *testing.T) {
+	c, err := cache.New(64 << 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(Options{Cache: c, Workers: 1, Depth: 4, PendingBytes: 2, IdleTimeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close(); c.Close() })
+	v := &memView{n: 5} // batch k is strconv.Itoa(k): one byte each
+	if _, err := s.Get(context.Background(), v, 0, "r"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor := func(what string, ok func(Stats) bool) {
+		t.Helper()
+		for deadline := time.Now().Add(3 * time.Second); !ok(s.Stats()); time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %+v", what, s.Stats())
+			}
+		}
+	}
+	waitFor("batches 1 and 2 pending, the buffer full", func(st Stats) bool { return st.PendingBytes == 2 && st.Queued == 2 })
+	if _, err := s.Get(context.Background(), v, 1, "r"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("the worker went on with batch 3 once batch 1 left the buffer", func(st Stats) bool { return st.Built >= 4 })
+}
