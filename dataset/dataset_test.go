@@ -321,3 +321,31 @@ func TestSegmentOverBudgetDecodesOnce(t *testing.T) {
 		t.Fatalf("segment cache holds %d bytes, want the last row group", bytes)
 	}
 }
+
+// A source file deleted while mounted is a change too: building one of
+// its batches fails with ErrChanged (so the mount checks the dataset
+// again at once), and the next snapshot serves what is left.
+func TestDeletedSourceIsAChange(t *testing.T) {
+	dir := t.TempDir()
+	if err := sampledata.WriteCSV(filepath.Join(dir, "a.csv"), 0, 100); err != nil {
+		t.Fatal(err)
+	}
+	if err := sampledata.WriteCSV(filepath.Join(dir, "b.csv"), 100, 100); err != nil {
+		t.Fatal(err)
+	}
+	d := load(t, dir, Options{BatchSize: 50, VerifyAfterBuild: true})
+	s1, _ := d.Current()
+	if err := os.Remove(filepath.Join(dir, "b.csv")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s1.Build(context.Background(), 3); !errors.Is(err, ErrChanged) {
+		t.Fatalf("building a batch of a deleted file: err %v, want ErrChanged", err)
+	}
+	s2, err := d.Check(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s2.Rows != 100 || s2.Gen == s1.Gen {
+		t.Fatalf("after the delete: %d rows, gen %d→%d", s2.Rows, s1.Gen, s2.Gen)
+	}
+}

@@ -32,9 +32,11 @@ func (o *object) readCtx() context.Context {
 	return o.ctx
 }
 
-// changed maps a store's "object changed under us" to ErrChanged.
+// changed maps a store's "object changed under us" to ErrChanged, and so
+// an indexed object that is gone: the dataset is checked again at once
+// rather than failing its batches until the next periodic check.
 func changed(err error) error {
-	if errors.Is(err, source.ErrObjectChanged) && !errors.Is(err, ErrChanged) {
+	if (errors.Is(err, source.ErrObjectChanged) || errors.Is(err, source.ErrNotExist)) && !errors.Is(err, ErrChanged) {
 		return fmt.Errorf("%w: %w", ErrChanged, err)
 	}
 	return err

@@ -520,3 +520,35 @@ func expectedRows(t *testing.T, files []pqFile, lo, hi int64) arrow.RecordBatch 
 	}
 	return rec
 }
+
+// An object deleted from the bucket while mounted is noticed by the first
+// read that misses it (404): the dataset is indexed again at once, not at
+// the next periodic check, and serves the objects that are left.
+func TestS3DeletedObjectReindexes(t *testing.T) {
+	fx := newS3Fixture(t, s3Files)
+	st := fx.store(t, fx.srv.Endpoint, source.S3Options{})
+	state := t.TempDir()
+	fx.dataset(t, "index", st, state, time.Hour) // segments then come from the bucket
+	remote := fx.dataset(t, "s3", st, state, time.Hour)
+	mnt := mountT(t, Config{Datasets: []*dataset.Dataset{remote}, Batches: prefetchBatches(t)})
+	dir := filepath.Join(mnt, "s3")
+	var before dataset.Manifest
+	readJSON(t, filepath.Join(dir, manifestName), &before)
+	if before.Rows != 6200 {
+		t.Fatalf("%d rows before the delete", before.Rows)
+	}
+	fx.srv.Delete(t, fx.bucket, fx.prefix+"b.parquet")
+	k := 2600/s3Batch + 1 // a batch of b.parquet's rows
+	_, err := os.ReadFile(filepath.Join(dir, batchName(k, before.Batches)))
+	t.Logf("open of a batch of the deleted object: %v", err)
+	var after dataset.Manifest
+	readJSON(t, filepath.Join(dir, manifestName), &after)
+	if after.Generation <= before.Generation || after.Rows != 3100 || len(after.Sources) != 2 {
+		t.Fatalf("after the delete: generation %d (was %d), %d rows (want 3100), %d sources", after.Generation, before.Generation, after.Rows, len(after.Sources))
+	}
+	got, _ := batchFiles(t, dir)
+	files := []pqFile{s3Files[0], s3Files[2]}
+	for k := range got {
+		checkRows(t, k, got[k], files)
+	}
+}

@@ -360,7 +360,7 @@ func TestWaiterOnCancelledSpeculationBuilds(t *testing.T) {
 		}
 		got <- err
 	}()
-	time.Sleep(30 * time.Millisecond) // b waits on a's build of 1
+	time.Sleep(30 * time.Millisecond)          // b waits on a's build of 1
 	go s.Get(context.Background(), v, 30, "a") // a jumps: its read-ahead is cancelled
 	if err := <-got; err != nil {
 		t.Fatalf("reader b, waiting on a's cancelled read-ahead: %v", err)

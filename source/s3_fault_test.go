@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -190,4 +191,52 @@ func TestS3ServerStoppedMidRead(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestS3CappedRangeAnswersAreRetried: a 206 that covers only part of the
+// asked range (a gateway capping range sizes) is a short answer, retried,
+// not the object's end: the bytes read are still the object's.
+func TestS3CappedRangeAnswersAreRetried(t *testing.T) {
+	srv := s3test.Start(t)
+	data := storetest.Bytes(32, 1<<20+13)
+	bucket := srv.NewBucket(t, "", map[string][]byte{"obj": data})
+	proxy := s3test.NewProxy(t, srv.Endpoint, s3test.Faults{}, 3)
+	s := newS3(t, proxy.URL, srv, source.S3Options{Bucket: bucket, PartSize: 64 << 10, Concurrency: 4, Retries: 20})
+	proxy.SetFaults(s3test.Faults{CapRange: 0.3})
+	whole := make([]byte, len(data))
+	if n, err := s.ReadAt(ctxT(t, time.Minute), "obj", whole, 0); n != len(data) || err != nil || !bytes.Equal(whole, data) {
+		t.Fatalf("ReadAt through capped ranges = %d of %d bytes, %v (or bytes differ)", n, len(data), err)
+	}
+	if ps, st := proxy.Stats(), s.Stats(); ps.Caps == 0 || st.Retries < ps.Caps {
+		t.Errorf("proxy capped %d answers, store retried %d times", ps.Caps, st.Retries)
+	}
+}
+
+// TestS3QueuedPartsKeepTheirTimeout: parts waiting for one of the store's
+// Concurrency slots do not spend their attempt's timeout waiting: a slow
+// but healthy endpoint serves six readers' parts one at a time.
+func TestS3QueuedPartsKeepTheirTimeout(t *testing.T) {
+	srv := s3test.Start(t)
+	data := storetest.Bytes(33, 6*(64<<10))
+	bucket := srv.NewBucket(t, "", map[string][]byte{"obj": data})
+	proxy := s3test.NewProxy(t, srv.Endpoint, s3test.Faults{}, 4)
+	s := newS3(t, proxy.URL, srv, source.S3Options{Bucket: bucket, PartSize: 64 << 10, Concurrency: 1, Retries: 1, Timeout: 500 * time.Millisecond})
+	proxy.SetFaults(s3test.Faults{DelayRate: 1, Delay: 200 * time.Millisecond})
+	ctx := ctxT(t, time.Minute)
+	var wg sync.WaitGroup
+	for i := range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			off := i * (64 << 10)
+			buf := make([]byte, 64<<10)
+			if n, err := s.ReadAt(ctx, "obj", buf, int64(off)); n != len(buf) || err != nil || !bytes.Equal(buf, data[off:off+len(buf)]) {
+				t.Errorf("reader %d of six, 200 ms a part through one slot with a 500 ms timeout: %d bytes, %v", i, n, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if st := s.Stats(); st.Retries != 0 {
+		t.Errorf("%d retries: parts timed out while queued", st.Retries)
+	}
 }

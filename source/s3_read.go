@@ -167,11 +167,15 @@ func (s *S3) plan(ranges []Range) ([]*s3Part, [][]*segment) {
 // end of the object leave their segments short (got < n), which is no error.
 func (s *S3) fetchPart(ctx context.Context, key string, p *s3Part, ranges []Range, ifMatch string) error {
 	rangeHdr := fmt.Sprintf("bytes=%d-%d", p.start, p.end-1)
+	// The slot is taken before the attempts start: time spent queued
+	// behind other parts must not count against an attempt's timeout (a
+	// busy store would otherwise fail healthy requests as unanswered).
+	if err := acquire(ctx, s.sem); err != nil {
+		return s.fail(fmt.Errorf("s3 GET %s %s: %w", s.url(key), rangeHdr, err))
+	}
+	defer func() { <-s.sem }()
 	err := s.retry(ctx, func(actx context.Context) error {
-		if err := acquire(actx, s.sem); err != nil {
-			return err
-		}
-		defer func() { <-s.sem }()
+		p.etag = ""
 		for _, sg := range p.segs {
 			sg.got = 0
 		}
@@ -202,6 +206,17 @@ func (s *S3) fetchPart(ctx context.Context, key string, p *s3Part, ranges []Rang
 // answers from offset 0, which is skipped over.
 func (s *S3) scatter(out *s3.GetObjectOutput, p *s3Part, ranges []Range) error {
 	start, avail, known := bodyExtent(out, p.start)
+	if out.ContentRange != nil && known {
+		// A ranged answer must start where asked and, short of the
+		// object's end, reach as far as asked: a proxy that caps ranges
+		// would otherwise pass for the object's end.
+		if start > p.start {
+			return fmt.Errorf("%w: asked for bytes from %d, the answer starts at %d", errShortBody, p.start, start)
+		}
+		if total := rangeTotal(aws.ToString(out.ContentRange)); avail < p.end && (total < 0 || avail < total) {
+			return fmt.Errorf("%w: asked for bytes up to %d, the answer ends at %d of %d", errShortBody, p.end, avail, total)
+		}
+	}
 	body := &countingReader{r: out.Body, n: &s.bytes}
 	pos := start
 	for _, sg := range p.segs {
@@ -228,8 +243,8 @@ func (s *S3) scatter(out *s3.GetObjectOutput, p *s3Part, ranges []Range) error {
 		sg.got = n
 		pos = sg.objOff + int64(n)
 		if err != nil {
-			if !known && (err == io.EOF || err == io.ErrUnexpectedEOF) {
-				return nil // no length given: the body's end is the object's
+			if !known && body.err == io.EOF {
+				return nil // no length given: the body's clean end is the object's
 			}
 			if err == io.EOF {
 				err = io.ErrUnexpectedEOF
@@ -263,14 +278,36 @@ func bodyExtent(out *s3.GetObjectOutput, requested int64) (start, end int64, kno
 }
 
 type countingReader struct {
-	r io.Reader
-	n interface{ Add(int64) int64 }
+	r   io.Reader
+	n   interface{ Add(int64) int64 }
+	err error // the last error of r: io.EOF only at a clean end
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n.Add(int64(n))
+	if err != nil {
+		c.err = err
+	}
 	return n, err
+}
+
+// errShortBody: a ranged answer that does not cover what was asked.
+// io.ErrUnexpectedEOF makes it a transient error, retried.
+var errShortBody = fmt.Errorf("short range answer: %w", io.ErrUnexpectedEOF)
+
+// rangeTotal is the object size a Content-Range "bytes a-b/total" gives,
+// or -1 when it says "*" or cannot be read.
+func rangeTotal(cr string) int64 {
+	_, total, ok := strings.Cut(cr, "/")
+	if !ok {
+		return -1
+	}
+	n, err := strconv.ParseInt(total, 10, 64)
+	if err != nil {
+		return -1
+	}
+	return n
 }
 
 func acquire(ctx context.Context, sem chan struct{}) error {

@@ -30,12 +30,16 @@ type Faults struct {
 	// Hang holds every request without answering until the client gives
 	// up or the proxy closes: a dead endpoint that still accepts connections.
 	Hang bool
+	// CapRange forwards that fraction of ranged GETs asking for only the
+	// first half of the range (at least one byte): the client gets an
+	// honest but shorter 206, as from a gateway that caps range sizes.
+	CapRange float64
 }
 
 // ProxyStats counts what a Proxy did.
 type ProxyStats struct {
-	Requests, Errors5xx, Resets, Cuts, Delays, Hangs int64
-	Conns                                            int64 // client connections accepted
+	Requests, Errors5xx, Resets, Cuts, Delays, Hangs, Caps int64
+	Conns                                                  int64 // client connections accepted
 }
 
 // Proxy is a reverse proxy on a loopback port that injects faults into the
@@ -53,7 +57,7 @@ type Proxy struct {
 	faults Faults
 	rng    *rand.Rand
 
-	requests, errs, resets, cuts, delays, hangs, conns atomic.Int64
+	requests, errs, resets, cuts, delays, hangs, caps, conns atomic.Int64
 }
 
 // NewProxy starts a proxy to target (a URL such as Server.Endpoint) with
@@ -93,7 +97,7 @@ func (p *Proxy) SetFaults(f Faults) {
 func (p *Proxy) Stats() ProxyStats {
 	return ProxyStats{
 		Requests: p.requests.Load(), Errors5xx: p.errs.Load(), Resets: p.resets.Load(),
-		Cuts: p.cuts.Load(), Delays: p.delays.Load(), Hangs: p.hangs.Load(), Conns: p.conns.Load(),
+		Cuts: p.cuts.Load(), Delays: p.delays.Load(), Hangs: p.hangs.Load(), Caps: p.caps.Load(), Conns: p.conns.Load(),
 	}
 }
 
@@ -108,7 +112,7 @@ func (p *Proxy) Close() {
 
 type decision struct {
 	err5xx, reset, cut, delay bool
-	hang                      bool
+	hang, capRange            bool
 	d                         time.Duration
 }
 
@@ -122,6 +126,7 @@ func (p *Proxy) decide() decision {
 	d.reset = p.rng.Float64() < f.Reset
 	d.cut = p.rng.Float64() < f.CutBody
 	d.delay = p.rng.Float64() < f.DelayRate
+	d.capRange = p.rng.Float64() < f.CapRange
 	d.d = f.Delay
 	return d
 }
@@ -170,6 +175,9 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if d.capRange && r.Method == http.MethodGet && r.Header.Get("Range") != "" {
+		w = &capWriter{ResponseWriter: w, caps: &p.caps}
+	}
 	if d.cut && r.Method == http.MethodGet {
 		p.cuts.Add(1)
 		w = &cutWriter{ResponseWriter: w}
@@ -207,4 +215,44 @@ func (c *cutWriter) Write(b []byte) (int, error) {
 	n, err := c.ResponseWriter.Write(b)
 	c.written += int64(n)
 	return n, err
+}
+
+// capWriter turns a 206 answer for bytes a-b into an honest answer for
+// only the first half of them (Content-Range, Content-Length and body),
+// as a gateway that caps range sizes would send.
+type capWriter struct {
+	http.ResponseWriter
+	caps           *atomic.Int64
+	limit, written int64
+	capped         bool
+}
+
+// Unwrap lets http.ResponseController reach the real writer (to flush).
+func (c *capWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }
+
+func (c *capWriter) WriteHeader(status int) {
+	var a, b, total int64
+	h := c.Header()
+	if n, _ := fmt.Sscanf(h.Get("Content-Range"), "bytes %d-%d/%d", &a, &b, &total); status == http.StatusPartialContent && n == 3 && b > a {
+		c.capped = true
+		c.caps.Add(1)
+		c.limit = (b - a + 1) / 2
+		h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", a, a+c.limit-1, total))
+		h.Set("Content-Length", fmt.Sprint(c.limit))
+	}
+	c.ResponseWriter.WriteHeader(status)
+}
+
+func (c *capWriter) Write(b []byte) (int, error) {
+	if !c.capped {
+		return c.ResponseWriter.Write(b)
+	}
+	keep := max(0, min(int64(len(b)), c.limit-c.written))
+	if keep > 0 {
+		if _, err := c.ResponseWriter.Write(b[:keep]); err != nil {
+			return 0, err
+		}
+		c.written += keep
+	}
+	return len(b), nil
 }
