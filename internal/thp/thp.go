@@ -16,9 +16,10 @@
 //     outgrows what the runtime holds (see Watcher).
 //
 // The system's policy still decides (Available): with
-// /sys/kernel/mm/transparent_hugepage/enabled set to "never" the advice
-// does nothing. The caller decides whether to ask at all; DisabledBy reads
-// GODEBUG=disablethp=1, Go's own switch to keep its heap off huge pages.
+// /sys/kernel/mm/transparent_hugepage/enabled set to "never" (or the 2 MiB
+// size's own policy, or a process with THP disabled) the advice does
+// nothing. The caller decides whether to ask at all; DisabledBy reads
+// GODEBUG's disablethp, Go's own switch to keep its heap off huge pages.
 package thp
 
 import (
