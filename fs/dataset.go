@@ -124,9 +124,15 @@ func parseBatchName(name string, n int) (int, bool) {
 	return k, true
 }
 
+// inode is a stable inode number for the node named by parts. Each part
+// is written quoted and terminated, so that no two lists of parts hash the
+// same text ("epoch=1", 17 and "epoch=11", 7 once did: go-fuse then handed
+// one path the other's node and bytes).
 func inode(parts ...any) uint64 {
 	h := fnv.New64a()
-	fmt.Fprint(h, parts...)
+	for _, p := range parts {
+		fmt.Fprintf(h, "%q\x00", fmt.Sprint(p))
+	}
 	return h.Sum64() | 1<<63 // never collides with go-fuse's small automatic numbers
 }
 

@@ -352,3 +352,31 @@ func TestListingAViewBuildsNothing(t *testing.T) {
 		t.Fatalf("stat of one npz file made %d store requests", st.Requests)
 	}
 }
+
+// Paths whose parts run together the same way ("epoch=1" + file 17,
+// "epoch=11" + file 7) are different files: each serves its own bytes,
+// the same as on a mount that never saw the other.
+func TestViewPathsThatRunTogetherAreDifferentFiles(t *testing.T) {
+	dir := viewsSample(t, 2000) // 20 batches
+	a, _, _ := viewsMount(t, dir, 0)
+	b, _, _ := viewsMount(t, dir, 0)
+	first := filepath.Join("views", "seed=0,epoch=1", "000017.arrow")
+	second := filepath.Join("views", "seed=0,epoch=11", "000007.arrow")
+	if _, err := os.ReadFile(filepath.Join(a, "d", first)); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(a, "d", second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := os.ReadFile(filepath.Join(b, "d", second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("%s after %s: %v, want %v (its own rows)", second, first, fileIDs(t, got)[:3], fileIDs(t, want)[:3])
+	}
+	if inode("d", "id", 1, "seed=0,epoch=1", 17) == inode("d", "id", 1, "seed=0,epoch=11", 7) {
+		t.Fatal("two view files share an inode number")
+	}
+}
