@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"path"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -261,6 +263,7 @@ type Snapshot struct {
 	ds        *Dataset
 	Gen       uint64 // increases with every re-index of the dataset
 	ID        string // content identity: sources, batch size, index version
+	PermID    string // seeds the views' permutations (permID)
 	Files     []*SourceFile
 	schema    *arrow.Schema
 	Rows      int64
@@ -606,6 +609,23 @@ func snapshotID(loc Location, infos []source.Info, opts Options) string {
 	fmt.Fprintf(h, "seg=%d\n", opts.Format.SegmentRows)
 	for _, in := range infos {
 		fmt.Fprintf(h, "%s\x00%s\n", in.Key, in.Identity())
+	}
+	return hex.EncodeToString(h.Sum(nil))[:32]
+}
+
+// permID is what seeds a snapshot's view permutations: what travels with a
+// copy of the data (keys below the dataset's root, sizes, batch size), not
+// where it lies (the store) or its mtimes, so that a view's files are the
+// same on every machine that holds the same data.
+func permID(loc Location, infos []source.Info, opts Options) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "zenithfs-perm-1\n%d\nseg=%d\n", opts.BatchSize, opts.Format.SegmentRows)
+	for _, in := range infos {
+		key := path.Base(in.Key)
+		if loc.Prefix {
+			key = strings.TrimPrefix(strings.TrimPrefix(in.Key, loc.Key), "/")
+		}
+		fmt.Fprintf(h, "%q %d\n", key, in.Size)
 	}
 	return hex.EncodeToString(h.Sum(nil))[:32]
 }

@@ -41,7 +41,7 @@ type persisted struct {
 
 func (d *Dataset) index(ctx context.Context, infos []source.Info) (*Snapshot, error) {
 	start := time.Now()
-	s := &Snapshot{ds: d, BatchSize: int64(d.opts.BatchSize), ID: snapshotID(d.loc, infos, d.opts)}
+	s := &Snapshot{ds: d, BatchSize: int64(d.opts.BatchSize), ID: snapshotID(d.loc, infos, d.opts), PermID: permID(d.loc, infos, d.opts)}
 	s.Files = make([]*SourceFile, len(infos))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(d.opts.Workers)

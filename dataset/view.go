@@ -75,10 +75,10 @@ func (s *Snapshot) View(spec ViewSpec) (*View, error) {
 	}
 	switch spec.Shuffle {
 	case ShuffleBatch:
-		v.order = permutation(newRNG(s.ID, spec.Seed, spec.Epoch, "batches"), total)
+		v.order = permutation(newRNG(s.PermID, spec.Seed, spec.Epoch, "batches"), total)
 	case ShuffleBlock:
 		nb := (total + spec.Block - 1) / spec.Block
-		v.blockOrder = permutation(newRNG(s.ID, spec.Seed, spec.Epoch, fmt.Sprintf("blocks/%d", spec.Block)), nb)
+		v.blockOrder = permutation(newRNG(s.PermID, spec.Seed, spec.Epoch, fmt.Sprintf("blocks/%d", spec.Block)), nb)
 		v.blockStart = make([]int, nb+1)
 		for p, b := range v.blockOrder {
 			v.blockStart[p+1] = v.blockStart[p] + min(spec.Block, total-int(b)*spec.Block)
@@ -411,7 +411,7 @@ func (v *View) buildBlock(ctx context.Context, b int) ([]arrow.RecordBatch, erro
 
 // rowPerm is the order of the m rows of block b in a block-shuffled view.
 func (v *View) rowPerm(b, m int) []int32 {
-	return permutation(newRNG(v.snap.ID, v.spec.Seed, v.spec.Epoch, fmt.Sprintf("rows/%d/%d", v.spec.Block, b)), m)
+	return permutation(newRNG(v.snap.PermID, v.spec.Seed, v.spec.Epoch, fmt.Sprintf("rows/%d/%d", v.spec.Block, b)), m)
 }
 
 // RowIndices returns the natural row numbers that file k holds, in the

@@ -5,9 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -488,4 +490,41 @@ func aheadView(t *testing.T, dir string, opts Options, ran *int, spec string) (*
 		t.Fatal(err)
 	}
 	return d, mustView(t, s, spec)
+}
+
+// The same data in another place, with other mtimes (a copy on another
+// node), gives the same view files: permutations follow the data, not
+// where it lies.
+func TestViewOrdersFollowTheDataNotItsPlace(t *testing.T) {
+	here, there := t.TempDir(), t.TempDir()
+	for _, dir := range []string{here, there} {
+		if err := sampledata.WriteCSV(filepath.Join(dir, "a.csv"), 0, 1000); err != nil {
+			t.Fatal(err)
+		}
+		if err := sampledata.WriteCSV(filepath.Join(dir, "b.csv"), 1000, 600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	later := time.Now().Add(time.Hour)
+	os.Chtimes(filepath.Join(there, "a.csv"), later, later)
+	a, b := viewSnapshot(t, here, 50), viewSnapshot(t, there, 50)
+	if a.ID == b.ID {
+		t.Fatal("copies in two places share a snapshot ID (the cache key)")
+	}
+	for _, spec := range []string{"seed=3,epoch=2", "seed=3,epoch=2,shuffle=block:4", "seed=3,epoch=2,rank=1,world=2,format=npz"} {
+		va, vb := mustView(t, a, spec), mustView(t, b, spec)
+		for _, k := range []int{0, 5, va.NumBatches() - 1} {
+			x, err := va.Build(context.Background(), k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			y, err := vb.Build(context.Background(), k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(x, y) {
+				t.Errorf("%s file %d differs between two copies of the data", spec, k)
+			}
+		}
+	}
 }
