@@ -152,8 +152,15 @@ func (o Options) segmentRows() int {
 	return 16384
 }
 
-// Index reads what it needs of obj to build its File index.
-func Index(ctx context.Context, name string, obj Object, opts Options) (*File, error) {
+// Index reads what it needs of obj to build its File index. A decoder
+// that panics on malformed input (arrow-go parsing a corrupt footer) makes
+// that file's error, naming it; the daemon goes on.
+func Index(ctx context.Context, name string, obj Object, opts Options) (f *File, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			f, err = nil, fmt.Errorf("index %s: %w: decoder panic: %v", name, ErrCorrupt, p)
+		}
+	}()
 	head := make([]byte, 8)
 	n, err := obj.ReadAt(head, 0)
 	if err != nil && !errors.Is(err, io.EOF) {
@@ -163,7 +170,6 @@ func Index(ctx context.Context, name string, obj Object, opts Options) (*File, e
 	if err != nil {
 		return nil, err
 	}
-	var f *File
 	switch kind {
 	case Parquet:
 		f, err = indexParquet(obj)

@@ -126,3 +126,24 @@ func TestCorruptInputsAreErrorsNotPanics(t *testing.T) {
 		}
 	}
 }
+
+// panicky is an object whose reads past its head panic, as a decoder
+// does on some malformed inputs.
+type panicky struct{ memObject }
+
+func (p *panicky) ReadAt(b []byte, off int64) (int, error) {
+	if off > 0 {
+		panic("index out of range [7] with length 3")
+	}
+	return p.memObject.ReadAt(b, off)
+}
+
+// A panic while indexing a file is that file's ErrCorrupt, naming it,
+// not a crash of the daemon.
+func TestIndexPanicIsCorrupt(t *testing.T) {
+	obj := &panicky{memObject{append([]byte("PAR1"), make([]byte, 100)...)}}
+	_, err := Index(context.Background(), "x/bad.parquet", obj, Options{})
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "x/bad.parquet") || !strings.Contains(err.Error(), "panic") {
+		t.Fatalf("Index of a file whose decoder panics: %v", err)
+	}
+}

@@ -257,6 +257,14 @@ func (vd *viewDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 			d.sh.errs.add(fmt.Sprintf("read %s/%s: %v", vd.scope(), name, err))
 			cnt.errors.Add(1)
 			if isChanged(err) {
+				// Check the sources now, as an open does, so that the
+				// kernel's retry finds the new generation rather than the
+				// same stale snapshot until the next periodic check. The
+				// kernel's entries are dropped in the background: this
+				// lookup holds the directory's lock (datasetDir.snapshot).
+				if s, err := d.ds.Recheck(context.WithoutCancel(ctx)); err == nil {
+					go d.invalidate(s.Gen)
+				}
 				return nil, syscall.ESTALE
 			}
 			return nil, toErrno(err)
