@@ -25,12 +25,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"gopkg.in/yaml.v3"
 
 	"github.com/zenithfs/zenithfs/scheduler"
 )
@@ -150,8 +154,9 @@ var (
 )
 
 type submitHandle struct {
-	mu  sync.Mutex
-	buf []byte
+	mu     sync.Mutex
+	buf    []byte
+	writer uint32 // the process (thread group) that opened it; 0 unknown
 }
 
 func (f *submitFile) attr(a *fuse.Attr) {
@@ -199,7 +204,11 @@ func (f *submitFile) Open(ctx context.Context, flags uint32) (fh gofs.FileHandle
 	if !f.sh.allowed(ctx) {
 		return nil, 0, callerRefused(ctx, f.s, "submit")
 	}
-	return &submitHandle{}, fuse.FOPEN_DIRECT_IO, 0
+	h := &submitHandle{}
+	if c, ok := fuse.FromContext(ctx); ok {
+		h.writer = tgid(c.Pid)
+	}
+	return h, fuse.FOPEN_DIRECT_IO, 0
 }
 
 // Write implements fs.NodeWriter.
@@ -232,11 +241,18 @@ func (f *submitFile) Write(ctx context.Context, fh gofs.FileHandle, data []byte,
 	return uint32(len(data)), 0
 }
 
-// Flush implements fs.NodeFlusher: submits what an incomplete last write left.
+// Flush implements fs.NodeFlusher: submits what an incomplete last write
+// left, when the process that opened the file closes it. A close of a copy
+// of the descriptor in another process (a child the writer forked, as
+// `{ echo …; cmd; } > submit` does) is not the end of the spec: what is
+// left then waits for the writer's own close, or for Release.
 func (f *submitFile) Flush(ctx context.Context, fh gofs.FileHandle) (errno syscall.Errno) {
 	defer f.sh.guard("flush", "jobs/submit", &errno)
 	h, ok := fh.(*submitHandle)
 	if !ok {
+		return 0
+	}
+	if c, ok := fuse.FromContext(ctx); ok && h.writer != 0 && c.Pid != 0 && tgid(c.Pid) != h.writer {
 		return 0
 	}
 	h.mu.Lock()
@@ -253,9 +269,51 @@ func (f *submitFile) Flush(ctx context.Context, fh gofs.FileHandle) (errno sysca
 	return 0
 }
 
+// Release implements fs.NodeReleaser: a spec left unsubmitted (its
+// writer's close came before a child's, or never came) is submitted now;
+// a rejection is in jobs/errors, as every rejection is.
+func (f *submitFile) Release(ctx context.Context, fh gofs.FileHandle) (errno syscall.Errno) {
+	defer f.sh.guard("release", "jobs/submit", &errno)
+	h, ok := fh.(*submitHandle)
+	if !ok {
+		return 0
+	}
+	h.mu.Lock()
+	spec := h.buf
+	h.buf = nil
+	h.mu.Unlock()
+	if len(bytes.TrimSpace(spec)) == 0 {
+		return 0
+	}
+	if _, err := f.s.Submit(spec); err != nil {
+		f.sh.log.Info("job spec rejected", "err", err)
+	}
+	return 0
+}
+
+// tgid is the process (thread group) thread tid belongs to, from
+// /proc/TID/status, or tid itself when that cannot be read.
+func tgid(tid uint32) uint32 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", tid))
+	if err != nil {
+		return tid
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Tgid:"); ok {
+			if n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 32); err == nil {
+				return uint32(n)
+			}
+		}
+	}
+	return tid
+}
+
 // specComplete reports whether buf holds a whole spec worth submitting now:
 // a complete JSON value (or broken JSON that no more bytes can fix), or
-// non-JSON text whose last write ended a line.
+// text whose last write ended a line and that is not a YAML mapping
+// lacking a name or a command (a YAML spec written a line at a time is
+// submitted once it has both, or at close; text that is no mapping at all
+// is refused at once).
 func specComplete(buf []byte) bool {
 	t := bytes.TrimSpace(buf)
 	if len(t) == 0 {
@@ -266,7 +324,16 @@ func specComplete(buf []byte) bool {
 		err := json.NewDecoder(bytes.NewReader(t)).Decode(&v)
 		return !errors.Is(err, io.ErrUnexpectedEOF)
 	}
-	return buf[len(buf)-1] == '\n'
+	if buf[len(buf)-1] != '\n' {
+		return false
+	}
+	var m map[string]any
+	if yaml.Unmarshal(t, &m) != nil {
+		return true
+	}
+	_, name := m["name"]
+	_, command := m["command"]
+	return name && command
 }
 
 // ctlGen is a generated file whose attributes are never cached.

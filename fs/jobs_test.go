@@ -406,3 +406,25 @@ func jobsRead(t testing.TB, path string) []byte {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// A spec written in pieces is submitted whole: by a shell group whose
+// children inherit (and close) the descriptor, and as YAML a line at a
+// time.
+func TestSpecWrittenInPiecesIsSubmittedWhole(t *testing.T) {
+	jobs, _ := jobsMount(t, jobsSchedConfig(t, t.TempDir(), 1))
+	for _, c := range []struct{ name, script string }{
+		// $(…) forks a subshell, and /bin/true a child: each closes its
+		// copy of the descriptor before the spec is complete.
+		{"group", `{ echo '{"name":"group",'; /bin/true; echo "\"command\":[\"$(command -v true)\"]}"; } > "$JOBS/submit"`},
+		{"yaml", `{ echo 'name: yaml'; /bin/true; echo 'command: [true]'; } > "$JOBS/submit"`},
+		{"yamllines", `(echo 'name: yamllines'; echo 'gpus: 1'; echo 'command: [true]') > "$JOBS/submit"`},
+	} {
+		if _, stderr, code := jobsShell(t, c.script, nil, "JOBS="+jobs); code != 0 {
+			t.Fatalf("%s: exit %d: %s", c.name, code, stderr)
+		}
+		jobsPoll(t, jobs, c.name, "COMPLETED", 10*time.Second)
+	}
+	if errs, _ := os.ReadFile(filepath.Join(jobs, "errors")); len(bytes.TrimSpace(errs)) != 0 {
+		t.Fatalf("jobs/errors after specs written in pieces:\n%s", errs)
+	}
+}

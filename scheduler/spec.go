@@ -150,6 +150,10 @@ func ParseSpec(data []byte) (Spec, error) {
 	if err := dec.Decode(&sp); err != nil {
 		return Spec{}, invalid("not a valid YAML spec: %v", err)
 	}
+	var more yaml.Node
+	if err := dec.Decode(&more); !errors.Is(err, io.EOF) {
+		return Spec{}, invalid("not a valid YAML spec: more than one document")
+	}
 	return sp, nil
 }
 

@@ -262,3 +262,14 @@ func FuzzParseSpec(f *testing.F) {
 		}
 	})
 }
+
+// A YAML spec is one document: anything after "---" is rejected, as data
+// after a JSON object is.
+func TestYAMLSpecIsOneDocument(t *testing.T) {
+	if _, err := ParseSpec([]byte("name: a\ncommand: [x]\n---\njunk: 1\n")); !errors.Is(err, ErrInvalidSpec) {
+		t.Fatalf("a YAML spec with a second document: %v", err)
+	}
+	if _, err := ParseSpec([]byte("name: a\ncommand: [x]\n")); err != nil {
+		t.Fatalf("a plain YAML spec: %v", err)
+	}
+}
