@@ -147,19 +147,30 @@ func (s *Scheduler) enforceLimits(ctx context.Context) {
 	now := time.Now()
 	var refs []RunRef
 	s.mu.Lock()
+	byRef := map[RunRef]*record{}
 	for _, r := range s.jobs {
 		if r.State == Running && r.Ref != "" && r.Stop == "" && r.timeLimit > 0 && now.Sub(r.StartTime) >= r.timeLimit {
 			r.Stop, r.StopReason = Timeout, fmt.Sprintf("time limit %s exceeded", r.Spec.TimeLimit)
 			s.persist(r)
 			refs = append(refs, r.Ref)
+			byRef[r.Ref] = r
 			s.log.Info("job hit its time limit", "job", r.Spec.Name, "limit", r.Spec.TimeLimit)
+		} else if r.State == Running && r.Ref != "" && r.Stop != "" && r.stopFailed {
+			refs = append(refs, r.Ref) // the last stop failed: again
+			byRef[r.Ref] = r
 		}
 	}
 	s.mu.Unlock()
 	for _, ref := range refs {
-		if err := s.runner.Cancel(ctx, ref, s.cfg.Grace); err != nil {
-			s.log.Warn("cannot stop job at its time limit", "ref", ref, "err", err)
+		err := s.runner.Cancel(ctx, ref, s.cfg.Grace)
+		if err != nil {
+			s.log.Warn("cannot stop job; asking again next round", "ref", ref, "err", err)
 		}
+		s.mu.Lock()
+		if r := byRef[ref]; r.Ref == ref {
+			r.stopFailed = err != nil
+		}
+		s.mu.Unlock()
 	}
 }
 

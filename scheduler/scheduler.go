@@ -287,9 +287,20 @@ func (s *Scheduler) Cancel(name string) error {
 		s.mu.Unlock()
 		return fmt.Errorf("cancel %s: %w", name, ErrNotFound)
 	}
-	if r.State.Terminal() || r.Stop != "" {
+	if r.State.Terminal() {
 		s.mu.Unlock()
 		return nil
+	}
+	if r.Stop != "" {
+		// Asked before: ask the runner again (a cancel is idempotent, and
+		// the last one may have failed, e.g. scancel timing out), unless
+		// the dispatcher will as soon as the start returns.
+		ref, starting := r.Ref, r.starting
+		s.mu.Unlock()
+		if starting || ref == "" {
+			return nil
+		}
+		return s.stopAttempt(r, ref, name)
 	}
 	if r.Ref == "" && !r.starting {
 		r.State, r.Reason, r.EndTime = Cancelled, "cancelled by user", time.Now().UTC()
@@ -305,7 +316,19 @@ func (s *Scheduler) Cancel(name string) error {
 	if starting {
 		return nil // the dispatcher cancels it once Start returns
 	}
-	if err := s.runner.Cancel(context.Background(), ref, s.cfg.Grace); err != nil {
+	return s.stopAttempt(r, ref, name)
+}
+
+// stopAttempt asks the runner to stop attempt ref of r; a refusal is returned and
+// remembered, so that the loop asks again until the runner takes it.
+func (s *Scheduler) stopAttempt(r *record, ref RunRef, name string) error {
+	err := s.runner.Cancel(context.Background(), ref, s.cfg.Grace)
+	s.mu.Lock()
+	if r.Ref == ref {
+		r.stopFailed = err != nil
+	}
+	s.mu.Unlock()
+	if err != nil {
 		return fmt.Errorf("cancel %s: %w", name, err)
 	}
 	return nil

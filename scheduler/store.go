@@ -34,6 +34,9 @@ type record struct {
 	// Not persisted.
 	timeLimit time.Duration
 	starting  bool // Start is in flight (GPUs reserved, lock released)
+	// stopFailed: the runner refused the last stop (Stop set); the time
+	// limit's enforcement asks again on its next round.
+	stopFailed bool
 }
 
 var (

@@ -52,3 +52,53 @@ func TestTemporaryStartFailureKeepsTheJobPending(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// refusingCanceler fails the first n cancels (scancel timing out), then
+// cancels as the local runner does.
+type refusingCanceler struct {
+	*LocalRunner
+	refusals atomic.Int32
+}
+
+func (f *refusingCanceler) Cancel(ctx context.Context, ref RunRef, grace time.Duration) error {
+	if f.refusals.Add(-1) >= 0 {
+		return fmt.Errorf("socket timed out: %w", ErrTemporary)
+	}
+	return f.LocalRunner.Cancel(ctx, ref, grace)
+}
+
+// A cancel the runner refuses is not forgotten: the caller gets the error,
+// and the scheduler asks again until the job is stopped.
+func TestRefusedCancelIsAskedAgain(t *testing.T) {
+	dir := t.TempDir()
+	r := &refusingCanceler{LocalRunner: NewLocalRunner(LocalConfig{Workdir: dir})}
+	r.refusals.Store(1)
+	s, err := New(Config{StateDir: dir, GPUs: []GPU{{Index: 0, Name: "declared"}}, Runner: r, PollInterval: 50 * time.Millisecond, Grace: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(context.Background())
+	if _, err := s.Submit([]byte(`{"name":"j","command":["sleep","60"]}`)); err != nil {
+		t.Fatal(err)
+	}
+	waitState := func(want State) JobInfo {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			j, _ := s.Job("j")
+			if j.State == want {
+				return j
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("job is %s (%s), want %s", j.State, j.Reason, want)
+			}
+		}
+	}
+	waitState(Running)
+	if err := s.Cancel("j"); err == nil {
+		t.Fatal("a refused cancel reported success")
+	}
+	j := waitState(Cancelled)
+	if j.Reason != "cancelled by user" {
+		t.Errorf("reason %q", j.Reason)
+	}
+}
