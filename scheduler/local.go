@@ -124,6 +124,10 @@ func jobEnv(req RunRequest) []string {
 		idx[i] = strconv.Itoa(g)
 	}
 	env["CUDA_VISIBLE_DEVICES"] = strings.Join(idx, ",")
+	// The indices are nvidia-smi's, which numbers GPUs in PCI bus order;
+	// CUDA's default order is fastest first, which on a machine with mixed
+	// models would make index 1 another card than the one handed out.
+	env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
 	env["ZENITH_JOB_NAME"] = req.Name
 	env["ZENITH_MOUNT"] = req.MountPoint
 	out := make([]string, 0, len(env))

@@ -117,7 +117,7 @@ func (s *Scheduler) finish(r *record, st RunStatus) {
 		end = time.Now()
 	}
 	r.Ref = ""
-	if final == Failed && r.Attempts <= r.Spec.Retries {
+	if final == Failed && !r.noRetry && r.Attempts <= r.Spec.Retries {
 		r.State = Pending
 		r.Reason = fmt.Sprintf("attempt %d failed (%s); retrying", r.Attempts, reason)
 		r.StartTime, r.EndTime, r.GPUs = time.Time{}, time.Time{}, nil
@@ -183,7 +183,7 @@ func (s *Scheduler) dispatch(ctx context.Context) {
 	}
 	var pend []*record
 	for _, r := range s.jobs {
-		if r.State == Pending && r.Ref == "" && !r.starting {
+		if r.State == Pending && r.Ref == "" && !r.starting && !time.Now().Before(r.notBefore) {
 			pend = append(pend, r)
 		}
 	}
@@ -226,8 +226,14 @@ func (s *Scheduler) dispatch(ctx context.Context) {
 		}
 		if err != nil {
 			s.log.Warn("job failed to start", "job", r.Spec.Name, "err", err)
+			if errors.Is(err, ErrInvalidSpec) {
+				r.noRetry = true // a refusal of the spec: no attempt can succeed
+			}
 			s.finish(r, RunStatus{State: Failed, ExitCode: -1, Reason: "cannot start: " + err.Error()})
 			r.ExitCode = nil
+			if r.State == Pending { // requeued: not at once
+				r.notBefore = time.Now().Add(startBackoff(r.Attempts))
+			}
 			s.persist(r)
 			s.mu.Unlock()
 			continue
@@ -312,4 +318,10 @@ func (s *Scheduler) request(r *record) RunRequest {
 		Retries: r.Spec.Retries, Nodes: r.Spec.Nodes, TasksPerNode: r.Spec.NTasksPerNode,
 		MountPoint: s.cfg.MountPoint,
 	}
+}
+
+// startBackoff is how long a job whose attempt could not start waits
+// before the next: 1 s, doubling, at most a minute.
+func startBackoff(attempts int) time.Duration {
+	return min(time.Second<<min(max(attempts-1, 0), 6), time.Minute)
 }

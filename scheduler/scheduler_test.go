@@ -85,12 +85,12 @@ func TestEnvironmentAndLiteralArgv(t *testing.T) {
 	// Not a shell job: metacharacters reach the program literally.
 	j := mustSubmit(t, s, spec(t, map[string]any{
 		"name":    "env",
-		"command": []string{"/bin/sh", "-c", `printf '%s|' "$CUDA_VISIBLE_DEVICES" "$ZENITH_JOB_NAME" "$ZENITH_MOUNT" "$MY_VAR" "$(pwd)"; printf '%s ' "$@"`, "x", "a;b", "$(id)", "|", "*"},
+		"command": []string{"/bin/sh", "-c", `printf '%s|' "$CUDA_VISIBLE_DEVICES" "$CUDA_DEVICE_ORDER" "$ZENITH_JOB_NAME" "$ZENITH_MOUNT" "$MY_VAR" "$(pwd)"; printf '%s ' "$@"`, "x", "a;b", "$(id)", "|", "*"},
 		"env":     map[string]string{"MY_VAR": "v 1"},
 		"workdir": dir,
 	}))
 	j = waitState(t, s, j.Name, Completed, 5*time.Second)
-	want := "|env|/mnt/zenith-test|v 1|" + dir + "|" + "a;b $(id) | * "
+	want := "|PCI_BUS_ID|env|/mnt/zenith-test|v 1|" + dir + "|" + "a;b $(id) | * "
 	if got := readLog(t, j); got != want {
 		t.Fatalf("log = %q, want %q", got, want)
 	}

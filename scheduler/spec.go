@@ -57,7 +57,7 @@ const (
 )
 
 // reservedEnv are set by the scheduler; a spec may not override them.
-var reservedEnv = map[string]bool{"CUDA_VISIBLE_DEVICES": true, "ZENITH_JOB_NAME": true, "ZENITH_MOUNT": true}
+var reservedEnv = map[string]bool{"CUDA_VISIBLE_DEVICES": true, "CUDA_DEVICE_ORDER": true, "ZENITH_JOB_NAME": true, "ZENITH_MOUNT": true}
 
 // DefaultForbidden is the forbidden-pattern list used when Config.Forbidden is
 // nil, after the Zenith DataPlane validator: regular expressions matched

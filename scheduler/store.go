@@ -37,6 +37,8 @@ type record struct {
 	// stopFailed: the runner refused the last stop (Stop set); the time
 	// limit's enforcement asks again on its next round.
 	stopFailed bool
+	noRetry    bool      // the last start was refused for good (ErrInvalidSpec)
+	notBefore  time.Time // a requeued start waits until then (startBackoff)
 }
 
 var (

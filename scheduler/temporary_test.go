@@ -102,3 +102,48 @@ func TestRefusedCancelIsAskedAgain(t *testing.T) {
 		t.Errorf("reason %q", j.Reason)
 	}
 }
+
+// failingStarter refuses every start with err.
+type failingStarter struct {
+	*LocalRunner
+	err    error
+	starts atomic.Int32
+}
+
+func (f *failingStarter) Start(ctx context.Context, req RunRequest) (RunRef, error) {
+	f.starts.Add(1)
+	return "", f.err
+}
+
+// A start that fails is retried after a growing pause, not at once; one
+// refused for the spec itself is not retried at all.
+func TestFailedStartsBackOffAndRefusalsEnd(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		err      error
+		maxStart int32
+	}{
+		{"workdir gone", fmt.Errorf("chdir /gone: no such file"), 2},
+		{"refused", fmt.Errorf("sbatch: invalid partition: %w", ErrInvalidSpec), 1},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			r := &failingStarter{LocalRunner: NewLocalRunner(LocalConfig{Workdir: dir}), err: c.err}
+			s, err := New(Config{StateDir: dir, GPUs: []GPU{{Index: 0, Name: "declared"}}, Runner: r, PollInterval: 50 * time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close(context.Background())
+			if _, err := s.Submit([]byte(`{"name":"j","command":["true"],"retries":5}`)); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(1500 * time.Millisecond)
+			if n := r.starts.Load(); n < 1 || n > c.maxStart {
+				t.Fatalf("%d starts in 1.5 s, want 1 to %d", n, c.maxStart)
+			}
+			if j, _ := s.Job("j"); c.maxStart == 1 && (j.State != Failed || j.Attempts != 1) {
+				t.Fatalf("a refused start: %s after %d attempts (%s), want FAILED after 1", j.State, j.Attempts, j.Reason)
+			}
+		})
+	}
+}

@@ -135,6 +135,9 @@ func buildScript(req scheduler.RunRequest, cfg Config) string {
 	fmt.Fprintf(&b, "export ZENITH_JOB_NAME=%s\n", shellQuote(req.Name))
 	fmt.Fprintf(&b, "export ZENITH_JOB_ATTEMPT=%d\n", req.Attempt)
 	fmt.Fprintf(&b, "export ZENITH_MOUNT=%s\n", shellQuote(req.MountPoint))
+	// Slurm's GPU indices, like nvidia-smi's, follow the PCI bus; CUDA's
+	// default order is fastest first.
+	b.WriteString("export CUDA_DEVICE_ORDER=PCI_BUS_ID\n")
 
 	argv := req.Command
 	if req.Shell {
