@@ -1,8 +1,10 @@
 package slurm
 
 import (
+	"context"
 	"errors"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -201,5 +203,14 @@ func TestParseParsable(t *testing.T) {
 	}
 	if _, err := parseParsable("Submitted batch job 4\n"); err == nil {
 		t.Error("non-parsable output accepted")
+	}
+}
+
+// A run recorded by the local runner (the daemon restarted with --jobs
+// slurm) is Lost with a reason, not an error polled forever.
+func TestPollOfAnotherRunnersJobIsLost(t *testing.T) {
+	st, err := New(Config{}).Poll(context.Background(), scheduler.RunRef("local:1234:5678:/tmp/x"))
+	if err != nil || st.State != scheduler.Lost || !strings.Contains(st.Reason, "another runner") {
+		t.Fatalf("Poll of a local run: %+v, %v", st, err)
 	}
 }

@@ -203,7 +203,10 @@ func clusterArgs(cluster string, args ...string) []string {
 func (r *Runner) Poll(ctx context.Context, ref scheduler.RunRef) (scheduler.RunStatus, error) {
 	id, cluster, err := parseRef(ref)
 	if err != nil {
-		return scheduler.RunStatus{}, err
+		// Not a Slurm job: recorded by another runner (the daemon was
+		// restarted with another --jobs). Nothing here can find it.
+		return scheduler.RunStatus{State: scheduler.Lost, ExitCode: -1, EndedAt: time.Now(),
+			Reason: fmt.Sprintf("run %q was started by another runner", ref)}, nil
 	}
 	out, stderr, err := r.run(ctx, "", "scontrol", clusterArgs(cluster, "show", "job", "-d", "-o", id)...)
 	if err != nil && !strings.Contains(stderr, "Invalid job id") {
