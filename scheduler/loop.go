@@ -183,6 +183,13 @@ func (s *Scheduler) dispatch(ctx context.Context) {
 	}
 	var pend []*record
 	for _, r := range s.jobs {
+		if r.State == Pending && r.Ref == "" && !r.starting && r.Stop != "" {
+			// Stopped before any attempt got a reference (its start failed
+			// for a while, or the daemon died mid-start): never start it.
+			r.State, r.Reason, r.EndTime = r.Stop, r.StopReason, time.Now().UTC()
+			s.persist(r)
+			continue
+		}
 		if r.State == Pending && r.Ref == "" && !r.starting && !time.Now().Before(r.notBefore) {
 			pend = append(pend, r)
 		}

@@ -147,3 +147,54 @@ func TestFailedStartsBackOffAndRefusalsEnd(t *testing.T) {
 		})
 	}
 }
+
+// slowRefuser takes a while to refuse its first start (sbatch timing
+// out), then starts jobs as local processes.
+type slowRefuser struct {
+	*LocalRunner
+	starts atomic.Int32
+}
+
+func (f *slowRefuser) Start(ctx context.Context, req RunRequest) (RunRef, error) {
+	if f.starts.Add(1) == 1 {
+		time.Sleep(300 * time.Millisecond)
+		return "", fmt.Errorf("controller slow: %w", ErrTemporary)
+	}
+	return f.LocalRunner.Start(ctx, req)
+}
+
+// A job cancelled while its start was in flight, and that start then
+// failed, is never started again: it ends CANCELLED.
+func TestCancelledWhileStartingIsNeverStarted(t *testing.T) {
+	dir := t.TempDir()
+	r := &slowRefuser{LocalRunner: NewLocalRunner(LocalConfig{Workdir: dir})}
+	s, err := New(Config{StateDir: dir, GPUs: []GPU{{Index: 0, Name: "declared"}}, Runner: r, PollInterval: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(context.Background())
+	if _, err := s.Submit([]byte(`{"name":"j","command":["sleep","60"]}`)); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); r.starts.Load() == 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("never started")
+		}
+	}
+	if err := s.Cancel("j"); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		j, _ := s.Job("j")
+		if j.State == Cancelled {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("job is %s (%s)", j.State, j.Reason)
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
+	if n := r.starts.Load(); n != 1 {
+		t.Fatalf("a job cancelled during its first start was started %d times", n)
+	}
+}
