@@ -359,8 +359,10 @@ func TestRestartPollsExistingJob(t *testing.T) {
 	if st.State != scheduler.Lost || !strings.Contains(st.Reason, "999999999") {
 		t.Errorf("unknown job: %+v, want LOST with a reason", st)
 	}
-	if _, err := after.Poll(context.Background(), "not-a-job"); err == nil {
-		t.Error("a malformed RunRef polled without error")
+	// A reference that is not a Slurm job id was recorded by another
+	// runner: LOST with a reason, as the local runner does for Slurm's.
+	if st, err := after.Poll(context.Background(), "not-a-job"); err != nil || st.State != scheduler.Lost || !strings.Contains(st.Reason, "another runner") {
+		t.Errorf("a malformed RunRef: %+v, %v; want LOST with a reason", st, err)
 	}
 }
 
