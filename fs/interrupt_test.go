@@ -1,7 +1,6 @@
 package fs
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -9,13 +8,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/zenithfs/zenithfs/blob"
 	"github.com/zenithfs/zenithfs/dataset"
 	"github.com/zenithfs/zenithfs/internal/sampledata"
+	"github.com/zenithfs/zenithfs/internal/testlog"
 	"github.com/zenithfs/zenithfs/prefetch"
 )
 
@@ -32,24 +31,6 @@ func (stuckBatches) Get(ctx context.Context, _ prefetch.View, _ int, _ string) (
 	}
 }
 
-// syncBuffer is a log destination safe for concurrent handlers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // A reader whose open is interrupted by a signal gets EINTR (Python
 // raises its handler's exception), and the mount records no error: an
 // interrupt is the caller's, not a failed read.
@@ -62,8 +43,7 @@ func TestInterruptedOpenIsNotAnError(t *testing.T) {
 	if err := sampledata.WriteParquet(filepath.Join(dir, "a.parquet"), 1000, 500); err != nil {
 		t.Fatal(err)
 	}
-	var logs syncBuffer
-	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	log, logs := testlog.New(slog.LevelDebug)
 	mnt := mountT(t, Config{Datasets: []*dataset.Dataset{newDataset(t, "d", dir, 100)}, Batches: stuckBatches{}, Logger: log})
 	const script = `
 import signal, sys

@@ -21,10 +21,7 @@ package fs
 import (
 	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -34,7 +31,6 @@ import (
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
-	"gopkg.in/yaml.v3"
 
 	"github.com/zenithfs/zenithfs/scheduler"
 )
@@ -229,7 +225,7 @@ func (f *submitFile) Write(ctx context.Context, fh gofs.FileHandle, data []byte,
 		return 0, syscall.EINVAL
 	}
 	h.buf = append(h.buf, data...)
-	if !specComplete(h.buf) {
+	if !scheduler.SpecComplete(h.buf) {
 		return uint32(len(data)), 0
 	}
 	spec := h.buf
@@ -255,18 +251,7 @@ func (f *submitFile) Flush(ctx context.Context, fh gofs.FileHandle) (errno sysca
 	if c, ok := fuse.FromContext(ctx); ok && h.writer != 0 && c.Pid != 0 && tgid(c.Pid) != h.writer {
 		return 0
 	}
-	h.mu.Lock()
-	spec := h.buf
-	h.buf = nil
-	h.mu.Unlock()
-	if len(bytes.TrimSpace(spec)) == 0 {
-		return 0
-	}
-	if _, err := f.s.Submit(spec); err != nil {
-		f.sh.log.Info("job spec rejected", "err", err)
-		return toErrno(err)
-	}
-	return 0
+	return toErrno(f.submitRest(h))
 }
 
 // Release implements fs.NodeReleaser: a spec left unsubmitted (its
@@ -278,17 +263,25 @@ func (f *submitFile) Release(ctx context.Context, fh gofs.FileHandle) (errno sys
 	if !ok {
 		return 0
 	}
+	f.submitRest(h) // a rejection is in jobs/errors; nobody waits for an errno
+	return 0
+}
+
+// submitRest submits what the handle still holds, if more than white
+// space, and empties it.
+func (f *submitFile) submitRest(h *submitHandle) error {
 	h.mu.Lock()
 	spec := h.buf
 	h.buf = nil
 	h.mu.Unlock()
 	if len(bytes.TrimSpace(spec)) == 0 {
-		return 0
+		return nil
 	}
-	if _, err := f.s.Submit(spec); err != nil {
+	_, err := f.s.Submit(spec)
+	if err != nil {
 		f.sh.log.Info("job spec rejected", "err", err)
 	}
-	return 0
+	return err
 }
 
 // tgid is the process (thread group) thread tid belongs to, from
@@ -306,34 +299,6 @@ func tgid(tid uint32) uint32 {
 		}
 	}
 	return tid
-}
-
-// specComplete reports whether buf holds a whole spec worth submitting now:
-// a complete JSON value (or broken JSON that no more bytes can fix), or
-// text whose last write ended a line and that is not a YAML mapping
-// lacking a name or a command (a YAML spec written a line at a time is
-// submitted once it has both, or at close; text that is no mapping at all
-// is refused at once).
-func specComplete(buf []byte) bool {
-	t := bytes.TrimSpace(buf)
-	if len(t) == 0 {
-		return false
-	}
-	if t[0] == '{' {
-		var v json.RawMessage
-		err := json.NewDecoder(bytes.NewReader(t)).Decode(&v)
-		return !errors.Is(err, io.ErrUnexpectedEOF)
-	}
-	if buf[len(buf)-1] != '\n' {
-		return false
-	}
-	var m map[string]any
-	if yaml.Unmarshal(t, &m) != nil {
-		return true
-	}
-	_, name := m["name"]
-	_, command := m["command"]
-	return name && command
 }
 
 // ctlGen is a generated file whose attributes are never cached.

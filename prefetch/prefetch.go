@@ -192,7 +192,7 @@ func (s *Store) Get(ctx context.Context, v View, k int, readerName string) (*blo
 	start := time.Now()
 	defer func() { s.st.waitNanos.Add(int64(time.Since(start))) }()
 	for {
-		b, err, again := s.await(ctx, v, k, key, readerName)
+		b, again, err := s.await(ctx, v, k, key, readerName)
 		if !again {
 			return b, err
 		}
@@ -206,7 +206,7 @@ func (s *Store) Get(ctx context.Context, v View, k int, readerName string) (*blo
 // again: a speculative build this waited on was cancelled (its reader
 // jumped or left, while this request's reader still wants the batch):
 // look again.
-func (s *Store) await(ctx context.Context, v View, k int, key, readerName string) (b *blob.Blob, err error, again bool) {
+func (s *Store) await(ctx context.Context, v View, k int, key, readerName string) (b *blob.Blob, again bool, err error) {
 	s.mu.Lock()
 	c, ok := s.inflight[key]
 	if ok {
@@ -218,10 +218,10 @@ func (s *Store) await(ctx context.Context, v View, k int, key, readerName string
 		select {
 		case <-c.done:
 		case <-ctx.Done():
-			return nil, ctx.Err(), false
+			return nil, false, ctx.Err()
 		}
 		if c.cancelled && ctx.Err() == nil {
-			return nil, nil, true
+			return nil, true, nil
 		}
 		if c.err == nil && c.spec {
 			s.mu.Lock()
@@ -229,7 +229,7 @@ func (s *Store) await(ctx context.Context, v View, k int, key, readerName string
 			s.mu.Unlock()
 			s.cache.Put(key, c.b)
 		}
-		return c.b, c.err, false
+		return c.b, false, c.err
 	}
 	s.st.misses.Add(1)
 	c = &call{done: make(chan struct{})}
@@ -255,7 +255,7 @@ func (s *Store) await(ctx context.Context, v View, k int, key, readerName string
 	s.cond.Broadcast()
 	s.mu.Unlock()
 	close(c.done)
-	return c.b, c.err, false
+	return c.b, false, c.err
 }
 
 // removePendingLocked takes key out of the pending buffer; the room it

@@ -30,7 +30,7 @@ func (s *Scheduler) loop() {
 		}
 		if poll {
 			s.pollActive(ctx)
-			s.enforceLimits(ctx)
+			s.enforceLimits()
 		}
 		s.dispatch(ctx)
 	}
@@ -142,35 +142,35 @@ func (s *Scheduler) release(r *record) {
 }
 
 // enforceLimits stops running attempts past their time limit (state
-// TIMEOUT).
-func (s *Scheduler) enforceLimits(ctx context.Context) {
+// TIMEOUT), and asks again for stops the runner refused last time.
+func (s *Scheduler) enforceLimits() {
 	now := time.Now()
-	var refs []RunRef
+	type stop struct {
+		r   *record
+		ref RunRef
+	}
+	var stops []stop
 	s.mu.Lock()
-	byRef := map[RunRef]*record{}
 	for _, r := range s.jobs {
-		if r.State == Running && r.Ref != "" && r.Stop == "" && r.timeLimit > 0 && now.Sub(r.StartTime) >= r.timeLimit {
+		if r.State != Running || r.Ref == "" {
+			continue
+		}
+		switch {
+		case r.Stop == "" && r.timeLimit > 0 && now.Sub(r.StartTime) >= r.timeLimit:
 			r.Stop, r.StopReason = Timeout, fmt.Sprintf("time limit %s exceeded", r.Spec.TimeLimit)
 			s.persist(r)
-			refs = append(refs, r.Ref)
-			byRef[r.Ref] = r
 			s.log.Info("job hit its time limit", "job", r.Spec.Name, "limit", r.Spec.TimeLimit)
-		} else if r.State == Running && r.Ref != "" && r.Stop != "" && r.stopFailed {
-			refs = append(refs, r.Ref) // the last stop failed: again
-			byRef[r.Ref] = r
+		case r.Stop != "" && r.stopFailed: // the last stop was refused: again
+		default:
+			continue
 		}
+		stops = append(stops, stop{r, r.Ref})
 	}
 	s.mu.Unlock()
-	for _, ref := range refs {
-		err := s.runner.Cancel(ctx, ref, s.cfg.Grace)
-		if err != nil {
-			s.log.Warn("cannot stop job; asking again next round", "ref", ref, "err", err)
+	for _, st := range stops {
+		if err := s.stopAttempt(st.r, st.ref); err != nil {
+			s.log.Warn("cannot stop job; asking again next round", "job", st.r.Spec.Name, "err", err)
 		}
-		s.mu.Lock()
-		if r := byRef[ref]; r.Ref == ref {
-			r.stopFailed = err != nil
-		}
-		s.mu.Unlock()
 	}
 }
 
@@ -257,8 +257,8 @@ func (s *Scheduler) dispatch(ctx context.Context) {
 		stop := r.Stop != ""
 		s.mu.Unlock()
 		if stop {
-			if err := s.runner.Cancel(ctx, ref, s.cfg.Grace); err != nil {
-				s.log.Warn("cannot stop job", "job", r.Spec.Name, "err", err)
+			if err := s.stopAttempt(r, ref); err != nil {
+				s.log.Warn("cannot stop job; asking again next round", "job", r.Spec.Name, "err", err)
 			}
 		}
 	}

@@ -180,8 +180,8 @@ func (s *Scheduler) resume() error {
 		if !st.State.Terminal() {
 			s.log.Info("adopted job after restart", "job", r.Spec.Name, "state", st.State)
 			if r.Stop != "" {
-				if err := s.runner.Cancel(context.Background(), r.Ref, s.cfg.Grace); err != nil {
-					s.log.Warn("cannot stop adopted job", "job", r.Spec.Name, "err", err)
+				if err := s.stopAttempt(r, r.Ref); err != nil {
+					s.log.Warn("cannot stop adopted job; asking again next round", "job", r.Spec.Name, "err", err)
 				}
 			}
 		}
@@ -291,17 +291,6 @@ func (s *Scheduler) Cancel(name string) error {
 		s.mu.Unlock()
 		return nil
 	}
-	if r.Stop != "" {
-		// Asked before: ask the runner again (a cancel is idempotent, and
-		// the last one may have failed, e.g. scancel timing out), unless
-		// the dispatcher will as soon as the start returns.
-		ref, starting := r.Ref, r.starting
-		s.mu.Unlock()
-		if starting || ref == "" {
-			return nil
-		}
-		return s.stopAttempt(r, ref, name)
-	}
 	if r.Ref == "" && !r.starting {
 		r.State, r.Reason, r.EndTime = Cancelled, "cancelled by user", time.Now().UTC()
 		s.persist(r)
@@ -309,19 +298,23 @@ func (s *Scheduler) Cancel(name string) error {
 		kick(s.wake)
 		return nil
 	}
-	r.Stop, r.StopReason = Cancelled, "cancelled by user"
-	s.persist(r)
+	if r.Stop == "" {
+		r.Stop, r.StopReason = Cancelled, "cancelled by user"
+		s.persist(r)
+	}
+	// A repeated cancel asks the runner again: a cancel is idempotent, and
+	// the last one may have been refused (scancel timing out).
 	ref, starting := r.Ref, r.starting
 	s.mu.Unlock()
 	if starting {
 		return nil // the dispatcher cancels it once Start returns
 	}
-	return s.stopAttempt(r, ref, name)
+	return s.stopAttempt(r, ref)
 }
 
 // stopAttempt asks the runner to stop attempt ref of r; a refusal is returned and
 // remembered, so that the loop asks again until the runner takes it.
-func (s *Scheduler) stopAttempt(r *record, ref RunRef, name string) error {
+func (s *Scheduler) stopAttempt(r *record, ref RunRef) error {
 	err := s.runner.Cancel(context.Background(), ref, s.cfg.Grace)
 	s.mu.Lock()
 	if r.Ref == ref {
@@ -329,7 +322,7 @@ func (s *Scheduler) stopAttempt(r *record, ref RunRef, name string) error {
 	}
 	s.mu.Unlock()
 	if err != nil {
-		return fmt.Errorf("cancel %s: %w", name, err)
+		return fmt.Errorf("cancel %s: %w", r.Spec.Name, err)
 	}
 	return nil
 }

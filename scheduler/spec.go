@@ -157,6 +157,34 @@ func ParseSpec(data []byte) (Spec, error) {
 	return sp, nil
 }
 
+// SpecComplete reports whether buf holds a whole spec worth submitting now:
+// a complete JSON value (or broken JSON that no more bytes can fix), or
+// text whose last write ended a line and that is not a YAML mapping
+// lacking a name or a command (a YAML spec written a line at a time is
+// submitted once it has both, or at close; text that is no mapping at all
+// is refused at once).
+func SpecComplete(buf []byte) bool {
+	t := bytes.TrimSpace(buf)
+	if len(t) == 0 {
+		return false
+	}
+	if t[0] == '{' {
+		var v json.RawMessage
+		err := json.NewDecoder(bytes.NewReader(t)).Decode(&v)
+		return !errors.Is(err, io.ErrUnexpectedEOF)
+	}
+	if buf[len(buf)-1] != '\n' {
+		return false
+	}
+	var m map[string]any
+	if yaml.Unmarshal(t, &m) != nil {
+		return true
+	}
+	_, name := m["name"]
+	_, command := m["command"]
+	return name && command
+}
+
 // CheckName validates a job name.
 func CheckName(name string) error {
 	if !nameRE.MatchString(name) {

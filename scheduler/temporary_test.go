@@ -22,15 +22,23 @@ func (f *flakyRunner) Start(ctx context.Context, req RunRequest) (RunRef, error)
 	return f.LocalRunner.Start(ctx, req)
 }
 
+// oneGPUScheduler runs r's jobs with one declared GPU, polling every
+// 50 ms, SIGKILL 1 s after SIGTERM; it is closed when the test ends.
+func oneGPUScheduler(t *testing.T, dir string, r Runner) *Scheduler {
+	t.Helper()
+	s, err := New(Config{StateDir: dir, GPUs: []GPU{{Index: 0, Name: "declared"}}, Runner: r, PollInterval: 50 * time.Millisecond, Grace: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close(context.Background()) })
+	return s
+}
+
 func TestTemporaryStartFailureKeepsTheJobPending(t *testing.T) {
 	dir := t.TempDir()
 	r := &flakyRunner{LocalRunner: NewLocalRunner(LocalConfig{Workdir: dir})}
 	r.refusals.Store(2)
-	s, err := New(Config{StateDir: dir, GPUs: []GPU{{Index: 0, Name: "declared"}}, Runner: r, PollInterval: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close(context.Background())
+	s := oneGPUScheduler(t, dir, r)
 	if _, err := s.Submit([]byte(`{"name":"j","command":["true"],"gpus":1}`)); err != nil {
 		t.Fatal(err)
 	}
@@ -73,11 +81,7 @@ func TestRefusedCancelIsAskedAgain(t *testing.T) {
 	dir := t.TempDir()
 	r := &refusingCanceler{LocalRunner: NewLocalRunner(LocalConfig{Workdir: dir})}
 	r.refusals.Store(1)
-	s, err := New(Config{StateDir: dir, GPUs: []GPU{{Index: 0, Name: "declared"}}, Runner: r, PollInterval: 50 * time.Millisecond, Grace: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close(context.Background())
+	s := oneGPUScheduler(t, dir, r)
 	if _, err := s.Submit([]byte(`{"name":"j","command":["sleep","60"]}`)); err != nil {
 		t.Fatal(err)
 	}
@@ -129,11 +133,7 @@ func TestFailedStartsBackOffAndRefusalsEnd(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			dir := t.TempDir()
 			r := &failingStarter{LocalRunner: NewLocalRunner(LocalConfig{Workdir: dir}), err: c.err}
-			s, err := New(Config{StateDir: dir, GPUs: []GPU{{Index: 0, Name: "declared"}}, Runner: r, PollInterval: 50 * time.Millisecond})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Close(context.Background())
+			s := oneGPUScheduler(t, dir, r)
 			if _, err := s.Submit([]byte(`{"name":"j","command":["true"],"retries":5}`)); err != nil {
 				t.Fatal(err)
 			}
@@ -168,11 +168,7 @@ func (f *slowRefuser) Start(ctx context.Context, req RunRequest) (RunRef, error)
 func TestCancelledWhileStartingIsNeverStarted(t *testing.T) {
 	dir := t.TempDir()
 	r := &slowRefuser{LocalRunner: NewLocalRunner(LocalConfig{Workdir: dir})}
-	s, err := New(Config{StateDir: dir, GPUs: []GPU{{Index: 0, Name: "declared"}}, Runner: r, PollInterval: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close(context.Background())
+	s := oneGPUScheduler(t, dir, r)
 	if _, err := s.Submit([]byte(`{"name":"j","command":["sleep","60"]}`)); err != nil {
 		t.Fatal(err)
 	}

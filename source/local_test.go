@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/zenithfs/zenithfs/internal/testlog"
 	"github.com/zenithfs/zenithfs/internal/uring"
 	"github.com/zenithfs/zenithfs/source"
 	"github.com/zenithfs/zenithfs/source/storetest"
@@ -33,33 +34,6 @@ func localDir(t *testing.T, files map[string][]byte) string {
 		}
 	}
 	return dir
-}
-
-// syncBuffer collects log output written from several goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) lines() []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	s := strings.TrimSpace(b.buf.String())
-	if s == "" {
-		return nil
-	}
-	return strings.Split(s, "\n")
-}
-
-func newLogger() (*slog.Logger, *syncBuffer) {
-	b := &syncBuffer{}
-	return slog.New(slog.NewTextHandler(b, nil)), b
 }
 
 var localFiles = map[string][]byte{
@@ -88,7 +62,7 @@ func TestLocalReadRangesMatchesReadAt(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			log, logs := newLogger()
+			log, logs := testlog.New(slog.LevelInfo)
 			l, err := source.OpenLocal(dir, append(tc.opts, source.WithLogger(log))...)
 			if err != nil {
 				t.Fatal(err)
@@ -143,7 +117,7 @@ func TestLocalReadRangesMatchesReadAt(t *testing.T) {
 			if st.Fallback {
 				wantLines = 1
 			}
-			if l := logs.lines(); len(l) != wantLines {
+			if l := logs.Lines(); len(l) != wantLines {
 				t.Fatalf("%d log lines, want %d: %q", len(l), wantLines, l)
 			}
 		})
@@ -210,7 +184,7 @@ func TestLocalConcurrentFallback(t *testing.T) {
 	}{{"uring", nil}, {"refused", syscall.ENOSYS}} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := localDir(t, localFiles)
-			log, logs := newLogger()
+			log, logs := testlog.New(slog.LevelInfo)
 			l := source.NewLocal(dir, source.WithReaderOptions(uring.Options{Entries: 8, Rings: 3, SimulateSetupError: tc.refusal}), source.WithLogger(log))
 			defer l.Close()
 			data := localFiles["a/one.arrow"]
@@ -244,15 +218,15 @@ func TestLocalConcurrentFallback(t *testing.T) {
 			}
 			st := l.Stats()
 			if tc.refusal == nil {
-				if st.UringReads != 12*10*20 || st.Fallback || len(logs.lines()) != 0 {
-					t.Fatalf("stats %+v, log %q: want every read through io_uring", st, logs.lines())
+				if st.UringReads != 12*10*20 || st.Fallback || len(logs.Lines()) != 0 {
+					t.Fatalf("stats %+v, log %q: want every read through io_uring", st, logs.Lines())
 				}
 				return
 			}
 			if st.PreadReads != 12*10*20 || !st.Fallback || st.Mode != "auto" {
 				t.Fatalf("stats %+v: want every read by pread after the fallback", st)
 			}
-			if l := logs.lines(); len(l) != 1 || !strings.Contains(l[0], "pread") {
+			if l := logs.Lines(); len(l) != 1 || !strings.Contains(l[0], "pread") {
 				t.Fatalf("want exactly one fallback log line, got %q", l)
 			}
 		})

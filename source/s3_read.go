@@ -205,16 +205,17 @@ func (s *S3) fetchPart(ctx context.Context, key string, p *s3Part, ranges []Rang
 // object bytes [start, start+length); a server that ignored the Range header
 // answers from offset 0, which is skipped over.
 func (s *S3) scatter(out *s3.GetObjectOutput, p *s3Part, ranges []Range) error {
-	start, avail, known := bodyExtent(out, p.start)
-	if out.ContentRange != nil && known {
+	ext := bodyExtent(out, p.start)
+	start, avail, known := ext.start, ext.end, ext.known
+	if ext.ranged {
 		// A ranged answer must start where asked and, short of the
 		// object's end, reach as far as asked: a proxy that caps ranges
 		// would otherwise pass for the object's end.
 		if start > p.start {
 			return fmt.Errorf("%w: asked for bytes from %d, the answer starts at %d", errShortBody, p.start, start)
 		}
-		if total := rangeTotal(aws.ToString(out.ContentRange)); avail < p.end && (total < 0 || avail < total) {
-			return fmt.Errorf("%w: asked for bytes up to %d, the answer ends at %d of %d", errShortBody, p.end, avail, total)
+		if avail < p.end && (ext.total < 0 || avail < ext.total) {
+			return fmt.Errorf("%w: asked for bytes up to %d, the answer ends at %d of %d", errShortBody, p.end, avail, ext.total)
 		}
 	}
 	body := &countingReader{r: out.Body, n: &s.bytes}
@@ -255,26 +256,39 @@ func (s *S3) scatter(out *s3.GetObjectOutput, p *s3Part, ranges []Range) error {
 	return nil
 }
 
-// bodyExtent returns the object offset of the body's first byte and the
-// offset just past its last, from Content-Range and Content-Length.
-func bodyExtent(out *s3.GetObjectOutput, requested int64) (start, end int64, known bool) {
-	start = requested
+// extent is where a GET body lies in the object, from Content-Range and
+// Content-Length: bytes [start, end), known when either header gave it;
+// ranged when Content-Range did, and then total is the object's size, or
+// -1 when it said "*".
+type extent struct {
+	start, end, total int64
+	known, ranged     bool
+}
+
+// bodyExtent reads out's headers for the body of a GET that asked for
+// bytes from requested.
+func bodyExtent(out *s3.GetObjectOutput, requested int64) extent {
+	e := extent{start: requested, total: -1}
 	if cr := aws.ToString(out.ContentRange); cr != "" {
 		// "bytes a-b/total"
-		spec, _, _ := strings.Cut(strings.TrimPrefix(cr, "bytes "), "/")
+		spec, total, _ := strings.Cut(strings.TrimPrefix(cr, "bytes "), "/")
 		as, bs, ok := strings.Cut(spec, "-")
 		a, errA := strconv.ParseInt(as, 10, 64)
 		b, errB := strconv.ParseInt(bs, 10, 64)
 		if ok && errA == nil && errB == nil {
-			return a, b + 1, true
+			if n, err := strconv.ParseInt(total, 10, 64); err == nil {
+				e.total = n
+			}
+			e.start, e.end, e.known, e.ranged = a, b+1, true, true
+			return e
 		}
 	} else {
-		start = 0 // a full-object answer
+		e.start = 0 // a full-object answer
 	}
 	if out.ContentLength != nil {
-		return start, start + *out.ContentLength, true
+		e.end, e.known = e.start+*out.ContentLength, true
 	}
-	return start, 0, false
+	return e
 }
 
 type countingReader struct {
@@ -295,20 +309,6 @@ func (c *countingReader) Read(p []byte) (int, error) {
 // errShortBody: a ranged answer that does not cover what was asked.
 // io.ErrUnexpectedEOF makes it a transient error, retried.
 var errShortBody = fmt.Errorf("short range answer: %w", io.ErrUnexpectedEOF)
-
-// rangeTotal is the object size a Content-Range "bytes a-b/total" gives,
-// or -1 when it says "*" or cannot be read.
-func rangeTotal(cr string) int64 {
-	_, total, ok := strings.Cut(cr, "/")
-	if !ok {
-		return -1
-	}
-	n, err := strconv.ParseInt(total, 10, 64)
-	if err != nil {
-		return -1
-	}
-	return n
-}
 
 func acquire(ctx context.Context, sem chan struct{}) error {
 	select {

@@ -11,30 +11,9 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/zenithfs/zenithfs/internal/testlog"
 )
-
-// logBuffer collects log output from concurrent goroutines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) lines() []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return strings.Split(strings.TrimSpace(b.buf.String()), "\n")
-}
-
-func testLogger() (*slog.Logger, *logBuffer) {
-	b := &logBuffer{}
-	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelWarn})), b
-}
 
 func TestParseMode(t *testing.T) {
 	tests := []struct {
@@ -79,7 +58,7 @@ func TestReaderModes(t *testing.T) {
 	data, fd := testFile(t, 1<<20, 11)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			log, logs := testLogger()
+			log, logs := testlog.New(slog.LevelWarn)
 			tc.opts.Logger = log
 			tc.opts.Entries = 32
 			rd, err := NewReader(tc.opts)
@@ -110,10 +89,7 @@ func TestReaderModes(t *testing.T) {
 			} else if st.PreadReads != total || st.UringReads != 0 || st.UringBatches != 0 {
 				t.Errorf("stats %+v: want %d pread reads, no io_uring", st, total)
 			}
-			lines := logs.lines()
-			if tc.wantLogLines == 0 && lines[0] == "" {
-				lines = nil
-			}
+			lines := logs.Lines()
 			if len(lines) != tc.wantLogLines {
 				t.Fatalf("%d log lines, want %d: %q", len(lines), tc.wantLogLines, lines)
 			}
@@ -125,7 +101,7 @@ func TestReaderModes(t *testing.T) {
 }
 
 func TestReaderOnModeRefused(t *testing.T) {
-	log, logs := testLogger()
+	log, logs := testlog.New(slog.LevelWarn)
 	rd, err := NewReader(Options{Mode: ModeOn, SimulateSetupError: syscall.EPERM, Logger: log})
 	if err == nil {
 		rd.Close()
@@ -137,7 +113,7 @@ func TestReaderOnModeRefused(t *testing.T) {
 	if !strings.Contains(err.Error(), "mode on") {
 		t.Errorf("error %q does not name the setting", err)
 	}
-	if l := logs.lines(); l[0] != "" {
+	if l := logs.Lines(); len(l) != 0 {
 		t.Errorf("ModeOn logged instead of failing: %q", l)
 	}
 }
@@ -153,7 +129,7 @@ func TestReaderConcurrent(t *testing.T) {
 		{"fallback", Options{Mode: ModeAuto, SimulateSetupError: syscall.ENOSYS}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			log, logs := testLogger()
+			log, logs := testlog.New(slog.LevelWarn)
 			tc.opts.Logger = log
 			rd, err := NewReader(tc.opts)
 			if err != nil {
@@ -202,7 +178,7 @@ func TestReaderConcurrent(t *testing.T) {
 				if st.PreadReads != total || !st.Fallback {
 					t.Fatalf("stats %+v, want %d pread reads after fallback", st, total)
 				}
-				if l := logs.lines(); len(l) != 1 {
+				if l := logs.Lines(); len(l) != 1 {
 					t.Fatalf("%d log lines, want exactly 1: %q", len(l), l)
 				}
 			}
@@ -236,7 +212,7 @@ func TestReaderClose(t *testing.T) {
 // closed behind its back, so io_uring_enter fails with EBADF): ModeAuto
 // must still return the right bytes, through pread, and log once.
 func TestReaderAutoFallsBackWhenRingFails(t *testing.T) {
-	log, logs := testLogger()
+	log, logs := testlog.New(slog.LevelWarn)
 	rd, err := NewReader(Options{Mode: ModeAuto, Rings: 1, Logger: log})
 	if err != nil {
 		t.Fatal(err)
@@ -259,7 +235,7 @@ func TestReaderAutoFallsBackWhenRingFails(t *testing.T) {
 	if !st.Fallback || st.PreadReads != 150 {
 		t.Fatalf("stats %+v: want fallback with every range read by pread", st)
 	}
-	if l := logs.lines(); len(l) != 1 || !strings.Contains(l[0], "ring failed") {
+	if l := logs.Lines(); len(l) != 1 || !strings.Contains(l[0], "ring failed") {
 		t.Fatalf("want exactly one log line about the failed ring, got %q", l)
 	}
 }
