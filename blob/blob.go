@@ -99,6 +99,7 @@ type Memfds struct {
 	onLive   func(live int64)
 	live     atomic.Int64
 	peak     atomic.Int64
+	largest  atomic.Int64 // the largest memfd made
 	made     atomic.Uint64
 	failed   atomic.Uint64
 
@@ -330,6 +331,8 @@ func seal(f *os.File) error {
 // track counts a new memfd blob as live until it is collected.
 func (m *Memfds) track(x *Blob) *Blob {
 	m.made.Add(1)
+	for l := m.largest.Load(); x.n > l && !m.largest.CompareAndSwap(l, x.n); l = m.largest.Load() {
+	}
 	for now := m.add(x.n); ; {
 		p := m.peak.Load()
 		if now <= p || m.peak.CompareAndSwap(p, now) {
@@ -364,13 +367,14 @@ type MemfdStats struct {
 	Failed    uint64 `json:"failed"`
 	LiveBytes int64  `json:"live_bytes"`
 	PeakBytes int64  `json:"peak_live_bytes"`
+	Largest   int64  `json:"largest_bytes"` // the largest memfd made
 	Limit     int64  `json:"limit"`
 }
 
 // Stats returns the counters; LiveBytes counts memfds not yet found
 // unreachable by a collection.
 func (m *Memfds) Stats() MemfdStats {
-	return MemfdStats{Made: m.made.Load(), Failed: m.failed.Load(), LiveBytes: m.live.Load(), PeakBytes: m.peak.Load(), Limit: m.limit}
+	return MemfdStats{Made: m.made.Load(), Failed: m.failed.Load(), LiveBytes: m.live.Load(), PeakBytes: m.peak.Load(), Largest: m.largest.Load(), Limit: m.limit}
 }
 
 // Memfd copies b into a new sealed memfd, outside any Memfds' accounting

@@ -202,3 +202,17 @@ func TestBufListReusesAcrossCollections(t *testing.T) {
 		t.Fatalf("last kept cap %d, bytes %d", got, l.bytes)
 	}
 }
+
+func TestMemfdsKnowTheLargestMade(t *testing.T) {
+	m := NewMemfds(1<<30, nil)
+	for _, n := range []int{300, 5000, 40} {
+		x, err := m.New(make([]byte, n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer x.Close()
+	}
+	if got := m.Stats().Largest; got != 5000 {
+		t.Fatalf("largest %d, want 5000", got)
+	}
+}

@@ -10,20 +10,20 @@ func TestHeapLimitLeavesRoomForMemfdsAndTheBinary(t *testing.T) {
 	defer debug.SetMemoryLimit(old)
 	const mib = 1 << 20
 	cur := func() int64 { return debug.SetMemoryLimit(-1) / mib }
-	h := newHeapLimit(600*mib+1000, 100*mib)
+	h := newHeapLimit(600*mib+1000, 100*mib, 3)
 	if cur() != 600 {
 		t.Fatalf("limit %d MiB at start, want 600 (rounded down to 4 MiB)", cur())
 	}
 	h.setMemfds(300 * mib)
-	h.set(300*mib, 40*mib)
+	h.set(300*mib, 40*mib, 0)
 	if cur() != 260 {
 		t.Fatalf("limit %d MiB with 300 MiB of memfds and 40 resident outside the heap, want 260", cur())
 	}
-	h.set(300*mib, 42*mib) // the target, 258 MiB, rounds down to 256
+	h.set(300*mib, 42*mib, 0) // the target, 258 MiB, rounds down to 256
 	if cur() != 256 {
 		t.Fatalf("limit %d MiB for a target of 258, want 256", cur())
 	}
-	h.set(300*mib, 41*mib) // 259: still the 256 step
+	h.set(300*mib, 41*mib, 0) // 259: still the 256 step
 	if cur() != 256 {
 		t.Fatalf("limit %d MiB for a target of 259, want 256", cur())
 	}
@@ -35,6 +35,12 @@ func TestHeapLimitLeavesRoomForMemfdsAndTheBinary(t *testing.T) {
 	h.setMemfds(0)
 	if cur() != 556 {
 		t.Fatalf("limit %d MiB once the memfds are gone, want 556 (600 − 41, rounded down)", cur())
+	}
+	// Three builders of batch files up to 10 MiB: 30 MiB kept for the
+	// memfds they are about to make.
+	h.set(0, 41*mib, 10*mib)
+	if cur() != 528 {
+		t.Fatalf("limit %d MiB with 3 builders of 10 MiB batches, want 528 (600 − 41 − 30, rounded down)", cur())
 	}
 }
 

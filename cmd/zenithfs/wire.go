@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"runtime/metrics"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,6 +37,9 @@ type wiring struct {
 	memfds   *blob.Memfds // cached batches as memfds (--passthrough); nil otherwise
 	// peakTotal is the highest RSS + live memfd bytes sampled (memfds only).
 	peakTotal atomic.Int64
+	// peakParts is what made up peakTotal when it was sampled.
+	peakMu    sync.Mutex
+	peakParts peakParts
 	locals    []*source.Local
 	s3s       []*source.S3
 	closers   []func()
@@ -97,7 +101,7 @@ func wire(ctx context.Context, cfg *Config, log *slog.Logger, workers int, check
 	hugePages := huge != nil
 	var limit *heapLimit
 	if os.Getenv("GOMEMLIMIT") == "" {
-		limit = newHeapLimit(cfg.cacheBytes+memoryMargin-limitHeadroom(cfg.cacheBytes, hugePages), cfg.cacheBytes/8+96<<20)
+		limit = newHeapLimit(cfg.cacheBytes+memoryMargin-limitHeadroom(cfg.cacheBytes, hugePages), cfg.cacheBytes/8+96<<20, workers+1)
 	}
 	c, err := cache.New(max(cfg.cacheBytes*5/8, 1<<20))
 	if err != nil {
@@ -232,14 +236,24 @@ func limitHeadroom(budget int64, hugePages bool) int64 {
 // in memfds and the resident pages outside Go's heap (the binary's text,
 // shared libraries), never below floor: batches cached as memfds and the
 // binary are outside the heap but inside the bound.
+//
+// It also keeps room for the memfds of the batches being built: a build
+// holds its batch on the heap until it copies it into a memfd, and the
+// heap gives that memory back only after a collection, so while builders
+// batches are built at once, up to builders × the largest batch file are
+// briefly counted twice. With 16 workers that was what took the peak over
+// the bound (bench/peers P8: heap at its limit when a burst of memfds
+// landed).
 type heapLimit struct {
 	mu                   sync.Mutex
 	total, floor         int64
+	builders             int64 // batches built at once (workers, and a reader's own miss)
 	memfds, other, limit int64
+	largest              int64 // the largest batch file made so far
 }
 
-func newHeapLimit(total, floor int64) *heapLimit {
-	h := &heapLimit{total: total, floor: floor, limit: -1}
+func newHeapLimit(total, floor int64, builders int) *heapLimit {
+	h := &heapLimit{total: total, floor: floor, builders: int64(builders), limit: -1}
 	h.update()
 	return h
 }
@@ -252,13 +266,13 @@ func (h *heapLimit) setMemfds(n int64) {
 	h.update()
 }
 
-// set follows both, from one sample: the memory sampler refreshes the
-// memfd count too, since setMemfds calls from concurrent memfd changes can
-// arrive out of order.
-func (h *heapLimit) set(memfds, other int64) {
+// set follows all three, from one sample: the memory sampler refreshes
+// the memfd count too, since setMemfds calls from concurrent memfd changes
+// can arrive out of order.
+func (h *heapLimit) set(memfds, other, largest int64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.memfds, h.other = memfds, other
+	h.memfds, h.other, h.largest = memfds, other, largest
 	h.update()
 }
 
@@ -266,7 +280,7 @@ func (h *heapLimit) set(memfds, other int64) {
 // changes only when the target crosses a 4 MiB step and never sits above
 // the target; h.mu is held (or h is not shared yet).
 func (h *heapLimit) update() {
-	lim := max((h.total-h.memfds-h.other)&^(4<<20-1), h.floor)
+	lim := max((h.total-h.memfds-h.other-h.builders*h.largest)&^(4<<20-1), h.floor)
 	if lim == h.limit {
 		return
 	}
@@ -308,15 +322,17 @@ func (w *wiring) sampleMemory(period time.Duration, limit *heapLimit, huge *thp.
 			anon := int64(-1)
 			if rss, shared, err := selfStatm(); err == nil {
 				anon = rss - shared
-				var live int64
+				var live, largest int64
 				if w.memfds != nil {
-					live = w.memfds.Stats().LiveBytes
+					ms := w.memfds.Stats()
+					live, largest = ms.LiveBytes, ms.Largest
 					if rss+live > w.peakTotal.Load() {
 						w.peakTotal.Store(rss + live)
+						w.notePeak(rss, live)
 					}
 				}
 				if limit != nil {
-					limit.set(live, shared)
+					limit.set(live, shared, largest)
 				}
 			}
 			if huge != nil {
@@ -391,7 +407,46 @@ type ioStats struct {
 // RSS + live memfds (sampled every 20 ms): its memory, all told.
 type memfdStats struct {
 	blob.MemfdStats
-	PeakTotal int64 `json:"peak_rss_plus_memfds_bytes"`
+	PeakTotal int64     `json:"peak_rss_plus_memfds_bytes"`
+	PeakParts peakParts `json:"peak_parts"`
+}
+
+// peakParts is what the daemon's memory was made of when its RSS +
+// memfds peaked: where a bound was passed, what passed it.
+type peakParts struct {
+	RSS          int64  `json:"rss_bytes"`
+	Memfds       int64  `json:"memfd_bytes"`
+	HeapObjects  int64  `json:"go_heap_objects_bytes"`
+	HeapLimit    int64  `json:"go_heap_limit_bytes"`
+	GoTotal      int64  `json:"go_mapped_bytes"`
+	HeapLive     int64  `json:"go_heap_live_bytes"`
+	LimiterCycle uint64 `json:"gc_limiter_last_cycle"`
+	Cycles       uint64 `json:"gc_cycles"`
+}
+
+// notePeak records the parts of a new peak (runtime/metrics: no
+// stop-the-world).
+func (w *wiring) notePeak(rss, memfds int64) {
+	ms := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}, {Name: "/memory/classes/total:bytes"}, {Name: "/gc/gomemlimit:bytes"}, {Name: "/gc/heap/live:bytes"}, {Name: "/gc/limiter/last-enabled:gc-cycle"}, {Name: "/gc/cycles/total:gc-cycles"}}
+	metrics.Read(ms)
+	p := peakParts{RSS: rss, Memfds: memfds}
+	if ms[0].Value.Kind() == metrics.KindUint64 {
+		p.HeapObjects = int64(ms[0].Value.Uint64())
+	}
+	if ms[1].Value.Kind() == metrics.KindUint64 {
+		p.GoTotal = int64(ms[1].Value.Uint64())
+	}
+	if ms[2].Value.Kind() == metrics.KindUint64 {
+		p.HeapLimit = int64(ms[2].Value.Uint64())
+	}
+	if ms[3].Value.Kind() == metrics.KindUint64 {
+		p.HeapLive = int64(ms[3].Value.Uint64())
+	}
+	p.LimiterCycle = ms[4].Value.Uint64()
+	p.Cycles = ms[5].Value.Uint64()
+	w.peakMu.Lock()
+	w.peakParts = p
+	w.peakMu.Unlock()
 }
 
 type datasetStats struct {
@@ -405,7 +460,10 @@ type datasetStats struct {
 func (w *wiring) stats() Stats {
 	st := Stats{Time: time.Now().UTC(), Cache: w.cache.Stats(), Prefetch: w.prefetch.Stats()}
 	if w.memfds != nil {
-		st.Memfds = &memfdStats{MemfdStats: w.memfds.Stats(), PeakTotal: w.peakTotal.Load()}
+		w.peakMu.Lock()
+		parts := w.peakParts
+		w.peakMu.Unlock()
+		st.Memfds = &memfdStats{MemfdStats: w.memfds.Stats(), PeakTotal: w.peakTotal.Load(), PeakParts: parts}
 	}
 	for _, s := range w.s3s {
 		st.S3 = append(st.S3, s.Stats())
