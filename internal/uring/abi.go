@@ -7,7 +7,8 @@ import (
 )
 
 // The kernel ABI, transcribed from include/uapi/linux/io_uring.h. Only what
-// this package uses is defined; the layouts are checked by abi_test.go.
+// this package uses is defined; the struct sizes are checked at compile time
+// below.
 
 const (
 	// mmap offsets selecting which region of the ring fd to map.
@@ -22,7 +23,8 @@ const (
 	enterGetEvents = 1 << 0
 
 	// Opcodes.
-	opRead = 22 // IORING_OP_READ, Linux 5.6
+	opAsyncCancel = 14 // IORING_OP_ASYNC_CANCEL, Linux 5.5
+	opRead        = 22 // IORING_OP_READ, Linux 5.6
 
 	// maxEntries is the kernel's IORING_MAX_ENTRIES.
 	maxEntries = 32768

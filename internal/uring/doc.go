@@ -46,13 +46,29 @@
 // reads never exceed the SQ size, so the CQ ring (twice that) cannot
 // overflow.
 //
+// A round whose io_uring_enter fails for good (ErrRingFailed) may have reads
+// in flight, and closing the ring fd does not stop them: the kernel cancels
+// a dying ring's requests asynchronously, and a read already copying
+// finishes. So before returning, the round withdraws the SQEs the kernel has
+// not consumed (lowering SQ tail back to SQ head), submits an
+// IORING_OP_ASYNC_CANCEL for each read left (at most one per read, so the CQ
+// still cannot overflow) and reaps completions for up to five seconds. Only
+// then are the buffers unpinned. Reads still owed after that are logged and
+// stranded: their buffers stay pinned, and the Ring reachable, for the rest
+// of the process, so the kernel can never write into memory the Go heap has
+// reused. (A late write still lands in the caller's buffer, with the bytes of
+// the range it asked for.)
+//
 // # Concurrency
 //
 // A Ring is safe for concurrent use: a mutex is held for a whole
 // submit-and-reap round, so one caller's completions are never seen by
 // another. A Reader keeps a small pool of rings (up to GOMAXPROCS, at most
 // 8, set up as concurrency demands) and gives each ReadRanges call a ring of
-// its own, so concurrent callers do not queue behind one lock.
+// its own, so concurrent callers do not queue behind one lock. A caller that
+// finds every ring busy and the pool full waits for one; a failed ring is
+// closed and dropped from the pool rather than returned, and that wakes the
+// waiters to look again (for the fallback, or room for a fresh ring).
 //
 // # Fallback
 //
@@ -62,7 +78,10 @@
 // EACCES under seccomp or kernel.io_uring_disabled — it switches to pread
 // for good and logs exactly one line. A ring that fails later (an
 // io_uring_enter error other than EINTR/EAGAIN/EBUSY) does the same in
-// ModeAuto, after redoing the unfinished ranges with pread; in ModeOn that
-// call fails with ErrRingFailed and the ring is replaced by a fresh one.
-// Stats counts which path the reads took.
+// ModeAuto, after redoing the unfinished ranges with pread, and callers
+// waiting for a ring take pread too; in ModeOn that call fails with
+// ErrRingFailed and the ring is replaced by a fresh one when next needed. If
+// the failed rings were the last and no new one can be set up, ModeOn reads
+// fail with an error wrapping ErrUnavailable (and the setup's errno) until one
+// can. Stats counts which path the reads took.
 package uring

@@ -94,9 +94,12 @@ type Reader struct {
 	idle chan *Ring    // rings not in use
 	done chan struct{} // closed by Close
 
-	mu        sync.Mutex // guards the fields below
-	rings     []*Ring    // every ring set up
-	noGrow    bool       // a later setup failed; stay at len(rings)
+	waiters atomic.Int32 // callers blocked in acquire (tests watch it)
+
+	mu        sync.Mutex    // guards the fields below
+	rings     []*Ring       // every ring set up
+	noGrow    bool          // a later setup failed; stay at len(rings)
+	dropped   chan struct{} // closed (and replaced) when a failed ring leaves the pool
 	closed    bool
 	fellBack  atomic.Bool
 	uringRds  atomic.Uint64
@@ -118,10 +121,11 @@ func NewReader(opts Options) (*Reader, error) {
 		opts.Logger = slog.Default()
 	}
 	rd := &Reader{
-		opts: opts,
-		log:  opts.Logger,
-		idle: make(chan *Ring, opts.Rings),
-		done: make(chan struct{}),
+		opts:    opts,
+		log:     opts.Logger,
+		idle:    make(chan *Ring, opts.Rings),
+		done:    make(chan struct{}),
+		dropped: make(chan struct{}),
 	}
 	switch opts.Mode {
 	case ModeOff:
@@ -178,6 +182,9 @@ func (rd *Reader) ReadRanges(fd int, reqs []Req) error {
 		return rd.pread(fd, reqs)
 	}
 	r, err := rd.acquire()
+	if err == errFellBack {
+		return rd.pread(fd, reqs)
+	}
 	if err != nil {
 		for i := range reqs {
 			reqs[i].N, reqs[i].Err = 0, err
@@ -185,17 +192,27 @@ func (rd *Reader) ReadRanges(fd int, reqs []Req) error {
 		return err
 	}
 	err = r.ReadRanges(fd, reqs)
-	rd.release(r)
 	rd.uringRds.Add(uint64(len(reqs)))
-	if err == nil || !errors.Is(err, ErrRingFailed) {
-		return err
+	// Ask the ring rather than err: err is the lowest range's error, which
+	// may be another range's io.EOF.
+	failure, stranded := r.failure()
+	if stranded > 0 {
+		rd.log.Warn("io_uring ring failed with reads still in flight; keeping their buffers pinned for good",
+			"reads", stranded, "err", failure)
 	}
-	if rd.opts.Mode == ModeOn {
+	if failure != nil && rd.opts.Mode == ModeAuto {
+		// Before release drops the ring and wakes the callers waiting for
+		// one, so that they find the fallback rather than set up a ring.
+		rd.fallBack("io_uring ring failed", failure)
+	}
+	rd.release(r)
+	if failure == nil || rd.opts.Mode == ModeOn {
 		return err
 	}
 	// The ring broke under us (not a setup refusal, but the same promise:
-	// never fail a read that pread can do). Redo what it did not finish.
-	rd.fallBack("io_uring ring failed", err)
+	// never fail a read that pread can do). Redo what it did not finish,
+	// into the caller's buffers even where a read was stranded (see
+	// Ring.abandon: its late write, if any, is these same bytes).
 	var redo []int
 	for i := range reqs {
 		if errors.Is(reqs[i].Err, ErrRingFailed) {
@@ -220,42 +237,71 @@ func (rd *Reader) ReadAt(fd int, p []byte, off int64) (int, error) {
 	return reqs[0].N, reqs[0].Err
 }
 
+// errFellBack is acquire's answer once ModeAuto has fallen back to pread.
+var errFellBack = errors.New("io_uring: fell back to pread")
+
 // acquire takes an idle ring, sets up a new one while the pool has room, or
-// waits for one to be released.
+// waits for one to be released. A wait also ends when a failed ring leaves
+// the pool: the caller then looks again, and finds the pread fallback
+// (errFellBack, ModeAuto), room for a fresh ring, or — no ring left and
+// none can be set up — an error wrapping ErrUnavailable (ModeOn).
 func (rd *Reader) acquire() (*Ring, error) {
-	select {
-	case r := <-rd.idle:
-		return r, nil
-	default:
-	}
-	rd.mu.Lock()
-	if rd.closed {
-		rd.mu.Unlock()
-		return nil, ErrClosed
-	}
-	if !rd.noGrow && len(rd.rings) < rd.opts.Rings {
-		r, err := rd.setup()
-		if err == nil {
-			rd.rings = append(rd.rings, r)
-			rd.mu.Unlock()
+	for {
+		select {
+		case r := <-rd.idle:
 			return r, nil
+		default:
 		}
-		// The first ring worked, so this is a resource limit rather than
-		// a refusal: make do with the rings there are.
-		rd.noGrow = true
-		rd.log.Debug("io_uring: not setting up more rings", "rings", len(rd.rings), "err", err)
-	}
-	rd.mu.Unlock()
-	select {
-	case r := <-rd.idle:
-		return r, nil
-	case <-rd.done:
-		return nil, ErrClosed
+		rd.mu.Lock()
+		if rd.closed {
+			rd.mu.Unlock()
+			return nil, ErrClosed
+		}
+		if rd.fellBack.Load() {
+			rd.mu.Unlock()
+			return nil, errFellBack
+		}
+		if len(rd.rings) == 0 || (!rd.noGrow && len(rd.rings) < rd.opts.Rings) {
+			r, err := rd.setup()
+			if err == nil {
+				rd.rings = append(rd.rings, r)
+				rd.mu.Unlock()
+				return r, nil
+			}
+			if len(rd.rings) == 0 {
+				// Failed rings took the pool with them: there is nothing
+				// to wait for.
+				rd.mu.Unlock()
+				if rd.opts.Mode == ModeAuto {
+					rd.fallBack("io_uring setup failed after a ring failed", err)
+					return nil, errFellBack
+				}
+				return nil, fmt.Errorf("%w: replacing a failed ring: %w", ErrUnavailable, err)
+			}
+			// The first ring worked, so this is a resource limit rather
+			// than a refusal: make do with the rings there are.
+			rd.noGrow = true
+			rd.log.Debug("io_uring: not setting up more rings", "rings", len(rd.rings), "err", err)
+		}
+		dropped := rd.dropped
+		rd.mu.Unlock()
+		rd.waiters.Add(1)
+		select {
+		case r := <-rd.idle:
+			rd.waiters.Add(-1)
+			return r, nil
+		case <-dropped:
+			rd.waiters.Add(-1) // look again
+		case <-rd.done:
+			rd.waiters.Add(-1)
+			return nil, ErrClosed
+		}
 	}
 }
 
-// release returns r to the pool, or, if it failed, closes it and makes room
-// for a fresh one (unless Close is waiting for it).
+// release returns r to the pool, or, if it failed, closes it, makes room for
+// a fresh one and wakes the callers waiting in acquire (unless Close is
+// waiting for it).
 func (rd *Reader) release(r *Ring) {
 	if r.Failed() {
 		rd.mu.Lock()
@@ -267,8 +313,14 @@ func (rd *Reader) release(r *Ring) {
 				}
 			}
 			rd.closedBat += r.Batches()
-			rd.mu.Unlock()
+			// Closed before anyone is woken, so that its resources (the
+			// memlock a setup may have run out of) are given back first;
+			// and the setup that failed may work now.
 			_ = r.Close()
+			rd.noGrow = false
+			close(rd.dropped)
+			rd.dropped = make(chan struct{})
+			rd.mu.Unlock()
 			return
 		}
 		rd.mu.Unlock()
