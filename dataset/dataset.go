@@ -169,6 +169,13 @@ func (d *Dataset) loadLocked(ctx context.Context) error {
 			return nil
 		}
 	}
+	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		// The caller gave up (an interrupted open): that says nothing of
+		// the sources. The state stays as it was, and the next check
+		// looks again.
+		d.lastCheck = time.Time{}
+		return err
+	}
 	err = fmt.Errorf("dataset %s: %w", d.Name, err)
 	d.loadErr.Store(&err)
 	d.lastCheck = time.Now()
@@ -224,6 +231,7 @@ func (d *Dataset) check(ctx context.Context, force bool) (*Snapshot, error) {
 	}
 	if err != nil {
 		if errors.Is(err, context.Canceled) {
+			d.lastCheck = time.Time{} // not looked: the next check does
 			return nil, err
 		}
 		// Listing again (in loadLocked) would only wait out the same

@@ -349,3 +349,37 @@ func TestDeletedSourceIsAChange(t *testing.T) {
 		t.Fatalf("after the delete: %d rows, gen %d→%d", s2.Rows, s1.Gen, s2.Gen)
 	}
 }
+
+// A load the caller gave up on (an interrupted open) changes nothing: the
+// dataset keeps its state and its reason, and the next check looks again.
+func TestCancelledLoadKeepsTheState(t *testing.T) {
+	dir := t.TempDir()
+	if err := sampledata.WriteCSV(filepath.Join(dir, "a.csv"), 0, 10); err != nil {
+		t.Fatal(err)
+	}
+	if err := sampledata.WriteJSONL(filepath.Join(dir, "b.jsonl"), 0, 10); err != nil {
+		t.Fatal(err)
+	}
+	d := New("m", Location{Store: source.NewLocal(dir), Prefix: true, StoreID: "file:" + dir}, Options{BatchSize: 4})
+	first := d.Load(context.Background())
+	if first == nil {
+		t.Fatal("a CSV and a JSONL file of different schemas loaded")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := d.Load(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled load: %v", err)
+	}
+	if _, err := d.Recheck(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled recheck: %v", err)
+	}
+	if err := d.Err(); err == nil || err.Error() != first.Error() {
+		t.Fatalf("after cancelled loads the reason is %v, want %v", err, first)
+	}
+	if err := os.Remove(filepath.Join(dir, "b.jsonl")); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := d.Check(context.Background()); err != nil || s.Rows != 10 {
+		t.Fatalf("the next check after a cancelled one: %v", err)
+	}
+}

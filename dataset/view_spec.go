@@ -36,7 +36,7 @@ const maxBlock = 4096
 type ViewSpec struct {
 	Seed    uint64
 	Epoch   uint64
-	Seeded  bool    // seed= was given
+	Seeded  bool    // shuffled: seed=, epoch= or shuffle= was given (seed 0 unless said)
 	Shuffle Shuffle // ShuffleBatch by default when Seeded
 	Block   int     // K of shuffle=block:K
 	Rank    int
@@ -113,11 +113,12 @@ func ParseViewSpec(s string) (ViewSpec, error) {
 			return bad("%s=%s: %v", key, val, err)
 		}
 	}
+	// An epoch or a shuffle asks for a shuffled order: without a seed it
+	// is seed 0's (the same bytes as seed=0 spelt out).
+	if (seen["epoch"] || shuffle != "") && !v.Seeded {
+		v.Seeded = true
+	}
 	switch {
-	case seen["epoch"] && !v.Seeded:
-		return bad("epoch without seed")
-	case shuffle != "" && !v.Seeded:
-		return bad("shuffle without seed")
 	case seen["rank"] != seen["world"]:
 		return bad("rank and world go together")
 	case seen["world"] && v.Rank >= v.World:

@@ -32,6 +32,10 @@ func TestParseViewSpec(t *testing.T) {
 		{"format=arrow", "natural"},
 		{"seed=18446744073709551615,epoch=0", "seed=18446744073709551615,epoch=0"},
 		{"seed=007,epoch=01", "seed=7,epoch=1"},
+		{"shuffle=batch", "seed=0,epoch=0"},
+		{"shuffle=block:4", "seed=0,epoch=0,shuffle=block:4"},
+		{"epoch=5", "seed=0,epoch=5"},
+		{"epoch=5,shuffle=block:2,rank=0,world=2", "seed=0,epoch=5,shuffle=block:2,rank=0,world=2"},
 	}
 	for _, c := range good {
 		v, err := ParseViewSpec(c.in)
@@ -57,8 +61,6 @@ func TestParseViewSpec(t *testing.T) {
 		{"seed=0x10", "not a decimal number"},
 		{"seed=", "empty number"},
 		{"seed=99999999999999999999", "out of range"},
-		{"epoch=1", "epoch without seed"},
-		{"shuffle=batch", "shuffle without seed"},
 		{"seed=1,shuffle=rows", "want batch or block:K"},
 		{"seed=1,shuffle=block:0", "block size"},
 		{"seed=1,shuffle=block:x", "not a decimal number"},

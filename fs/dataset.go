@@ -157,10 +157,9 @@ func (d *datasetDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut
 			}
 			return s.ManifestJSON(), nil
 		})
-		out.Attr.Mode = syscall.S_IFREG | 0o444
-		out.Attr.Size = uint64(len(s.ManifestJSON()))
-		out.SetAttrTimeout(0)
-		return d.NewInode(ctx, m, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: inode(d.ds.Name, manifestName)}), 0
+		ino := d.NewInode(ctx, m, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: inode(d.ds.Name, manifestName)})
+		genEntry(ctx, m, out)
+		return ino, 0
 	case schemaName:
 		return d.bytesChild(ctx, s.SchemaFile(), out, d.ds.Name, s.ID, schemaName), 0
 	case viewsName:
@@ -353,6 +352,7 @@ func (h *blobHandle) read(dest []byte, off int64) (fuse.ReadResult, error) {
 // bytesFile is a small immutable file held in memory (schema, manifest).
 type bytesFile struct {
 	gofs.Inode
+	readOnlyFile
 	data []byte
 }
 

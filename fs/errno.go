@@ -27,12 +27,29 @@ func toErrno(err error) syscall.Errno {
 		return syscall.ENOENT
 	case errors.Is(err, context.Canceled):
 		return syscall.EINTR
+	case errors.Is(err, source.ErrUnreachable):
+		return syscall.EIO // the reason (refused, reset, timed out) is in the log
 	}
 	var errno syscall.Errno
-	if errors.As(err, &errno) && errno != 0 {
+	if errors.As(err, &errno) && passedOn(errno) {
 		return errno
 	}
 	return syscall.EIO
+}
+
+// passedOn reports whether an errno found in an error's chain means the
+// same to the caller of a file operation as it did where it arose: a local
+// file's or the process's condition. Others, such as a refused or reset
+// connection to the S3 endpoint, would read as a fault of the caller's own
+// file descriptor or socket; they are EIO, with the reason in the log.
+func passedOn(errno syscall.Errno) bool {
+	switch errno {
+	case syscall.ENOENT, syscall.EACCES, syscall.EPERM, syscall.EROFS, syscall.EINVAL, syscall.EINTR,
+		syscall.ENOSPC, syscall.EDQUOT, syscall.ENOMEM, syscall.EMFILE, syscall.ENFILE, syscall.EAGAIN,
+		syscall.EISDIR, syscall.ENOTDIR, syscall.ENAMETOOLONG, syscall.EFBIG, syscall.EEXIST, syscall.ESTALE:
+		return true
+	}
+	return false
 }
 
 func isChanged(err error) bool { return errors.Is(err, dataset.ErrChanged) }

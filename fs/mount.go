@@ -130,6 +130,16 @@ func (r *rootNode) OnAdd(ctx context.Context) {
 	r.AddChild(".zenith", r.NewPersistentInode(ctx, newZenithDir(r.sh, r.cfg), gofs.StableAttr{Mode: syscall.S_IFDIR}), false)
 }
 
+// readOnlyFile refuses changes to a read-only file's attributes (truncate,
+// chmod, utimes) with EROFS, as its writes are refused.
+type readOnlyFile struct{}
+
+var _ = (gofs.NodeSetattrer)((*readOnlyFile)(nil))
+
+func (readOnlyFile) Setattr(context.Context, gofs.FileHandle, *fuse.SetAttrIn, *fuse.AttrOut) syscall.Errno {
+	return syscall.EROFS
+}
+
 // readOnlyDir refuses every namespace change with EROFS. Embedded by the
 // dataset tree's directories.
 type readOnlyDir struct{}

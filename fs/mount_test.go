@@ -166,6 +166,19 @@ func TestWritesFailAndChangeNothing(t *testing.T) {
 	checks["remove"] = os.Remove(p)
 	checks["mkdir"] = os.Mkdir(filepath.Join(mnt, "d", "sub"), 0o755)
 	checks["rename"] = os.Rename(p, filepath.Join(mnt, "d", "x.arrow"))
+	checks["chmod"] = os.Chmod(p, 0o777)
+	// the small generated files, and the other directories
+	for _, f := range []string{"d/_schema.arrow", "d/_manifest.json", "d/views/README", "d/views/_stats.json", ".zenith/stats", ".zenith/errors", ".zenith/datasets/d"} {
+		fp := filepath.Join(mnt, f)
+		checks["truncate "+f] = os.Truncate(fp, 0)
+		checks["chmod "+f] = os.Chmod(fp, 0o777)
+		checks["remove "+f] = os.Remove(fp)
+	}
+	for _, dir := range []string{"", "d/views", "d/views/seed=1,epoch=0", ".zenith", ".zenith/datasets"} {
+		checks["create in /"+dir] = os.WriteFile(filepath.Join(mnt, dir, "new"), []byte("x"), 0o644)
+		checks["mkdir in /"+dir] = os.Mkdir(filepath.Join(mnt, dir, "sub"), 0o755)
+	}
+	checks["remove a view file"] = os.Remove(filepath.Join(mnt, "d", "views", "seed=1,epoch=0", "000000.arrow"))
 	for what, err := range checks {
 		if !errors.Is(err, syscall.EROFS) && !errors.Is(err, syscall.EACCES) {
 			t.Errorf("%s: err %v, want EROFS or EACCES", what, err)

@@ -98,6 +98,7 @@ func (r *errorRing) text() []byte {
 // trusts a stale size.
 type genFile struct {
 	gofs.Inode
+	readOnlyFile
 	sh      *shared
 	content func(ctx context.Context) ([]byte, error)
 }
@@ -143,6 +144,65 @@ func (g *genFile) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, off
 		end = int64(len(s.data))
 	}
 	return fuse.ReadResultData(s.data[off:end]), 0
+}
+
+// genEntry answers a lookup of g: its attributes now, and a timeout that
+// sends every later stat back to Getattr (the content, and so the size,
+// may change at any time).
+func genEntry(ctx context.Context, g *genFile, out *fuse.EntryOut) {
+	var a fuse.AttrOut
+	g.Getattr(ctx, nil, &a)
+	out.Attr = a.Attr
+	out.SetAttrTimeout(a.Timeout())
+}
+
+// lookupChild is a lookup among parent's fixed children (added with
+// AddChild) that keeps each child's own attribute timeout. go-fuse's
+// default lookup of such children takes only their attributes and applies
+// the mount's (an hour), so `stat .zenith/errors` showed a size up to an
+// hour old; with this, a generated file's stat is as fresh as its content.
+func lookupChild(ctx context.Context, parent *gofs.Inode, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	child := parent.GetChild(name)
+	if child == nil {
+		return nil, syscall.ENOENT
+	}
+	if ga, ok := child.Operations().(gofs.NodeGetattrer); ok {
+		var a fuse.AttrOut
+		if errno := ga.Getattr(ctx, nil, &a); errno != 0 {
+			return nil, errno
+		}
+		out.Attr = a.Attr
+		out.SetAttrTimeout(a.Timeout())
+	}
+	out.SetEntryTimeout(ctlEntryTimeout)
+	if out.AttrTimeout() == 0 {
+		out.SetAttrTimeout(ctlAttrTimeout)
+	}
+	return child, 0
+}
+
+// fixedDir is a directory of fixed children (.zenith/datasets) looked up
+// with lookupChild.
+type fixedDir struct {
+	gofs.Inode
+	readOnlyDir
+	sh *shared
+}
+
+var (
+	_ = (gofs.NodeLookuper)((*fixedDir)(nil))
+	_ = (gofs.NodeGetattrer)((*fixedDir)(nil))
+)
+
+// Lookup implements fs.NodeLookuper.
+func (d *fixedDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	return lookupChild(ctx, &d.Inode, name, out)
+}
+
+// Getattr implements fs.NodeGetattrer.
+func (d *fixedDir) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	d.sh.dirAttr(&out.Attr, 0o755)
+	return 0
 }
 
 // Getattr implements fs.NodeGetattrer: the size of the content right now.

@@ -110,8 +110,9 @@ func (v *viewsDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 			b, err := json.MarshalIndent(v.d.ViewStats(), "", "  ")
 			return append(b, '\n'), err
 		})
-		out.Attr.Mode = syscall.S_IFREG | 0o444
-		return v.NewInode(ctx, g, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: inode(v.d.ds.Name, viewsName, name)}), 0
+		ino := v.NewInode(ctx, g, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: inode(v.d.ds.Name, viewsName, name)})
+		genEntry(ctx, g, out)
+		return ino, 0
 	}
 	s, err := v.d.snapshot(ctx)
 	if err != nil {

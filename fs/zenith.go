@@ -14,6 +14,7 @@ import (
 // zenithDir is MOUNT/.zenith: the control tree.
 type zenithDir struct {
 	gofs.Inode
+	readOnlyDir
 	sh  *shared
 	cfg Config
 }
@@ -21,7 +22,14 @@ type zenithDir struct {
 var (
 	_ = (gofs.NodeOnAdder)((*zenithDir)(nil))
 	_ = (gofs.NodeGetattrer)((*zenithDir)(nil))
+	_ = (gofs.NodeLookuper)((*zenithDir)(nil))
 )
+
+// Lookup implements fs.NodeLookuper: the control files' sizes change, and
+// their stat must say so (lookupChild).
+func (z *zenithDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	return lookupChild(ctx, &z.Inode, name, out)
+}
 
 // Getattr implements fs.NodeGetattrer.
 func (z *zenithDir) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
@@ -42,7 +50,7 @@ func (z *zenithDir) OnAdd(ctx context.Context) {
 	}
 	z.AddChild("stats", file(func(context.Context) ([]byte, error) { return stats() }), false)
 	z.AddChild("errors", file(func(context.Context) ([]byte, error) { return z.sh.errs.text(), nil }), false)
-	dsDir := z.NewPersistentInode(ctx, &gofs.Inode{}, gofs.StableAttr{Mode: syscall.S_IFDIR})
+	dsDir := z.NewPersistentInode(ctx, &fixedDir{sh: z.sh}, gofs.StableAttr{Mode: syscall.S_IFDIR})
 	z.AddChild("datasets", dsDir, false)
 	for _, d := range z.cfg.Datasets {
 		dsDir.AddChild(d.Name, file(func(context.Context) ([]byte, error) {

@@ -191,11 +191,13 @@ func (s *Store) Get(ctx context.Context, v View, k int, readerName string) (*blo
 	}
 	start := time.Now()
 	defer func() { s.st.waitNanos.Add(int64(time.Since(start))) }()
+	retried := false
 	for {
-		b, again, err := s.await(ctx, v, k, key, readerName)
+		b, again, err := s.await(ctx, v, k, key, readerName, !retried)
 		if !again {
 			return b, err
 		}
+		retried = true
 		if b, ok := s.cache.Get(key); ok {
 			return b, nil
 		}
@@ -204,9 +206,12 @@ func (s *Store) Get(ctx context.Context, v View, k int, readerName string) (*blo
 
 // await waits for the build of key in flight, or builds it now if none is.
 // again: a speculative build this waited on was cancelled (its reader
-// jumped or left, while this request's reader still wants the batch):
-// look again.
-func (s *Store) await(ctx context.Context, v View, k int, key, readerName string) (b *blob.Blob, again bool, err error) {
+// jumped or left, while this request's reader still wants the batch), or
+// failed while retryFailed: look again. A speculative build is nobody's
+// request, and it may have started long before (during an outage that
+// has since ended): its failure is not this reader's answer until this
+// reader has tried once itself.
+func (s *Store) await(ctx context.Context, v View, k int, key, readerName string, retryFailed bool) (b *blob.Blob, again bool, err error) {
 	s.mu.Lock()
 	c, ok := s.inflight[key]
 	if ok {
@@ -220,7 +225,7 @@ func (s *Store) await(ctx context.Context, v View, k int, key, readerName string
 		case <-ctx.Done():
 			return nil, false, ctx.Err()
 		}
-		if c.cancelled && ctx.Err() == nil {
+		if ctx.Err() == nil && (c.cancelled || c.spec && c.err != nil && retryFailed) {
 			return nil, true, nil
 		}
 		if c.err == nil && c.spec {

@@ -2,6 +2,7 @@ package prefetch
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os/exec"
 	"strconv"
@@ -399,4 +400,38 @@ func TestTakingPendingWakesWorkers(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor("the worker went on with batch 3 once batch 1 left the buffer", func(st Stats) bool { return st.Built >= 4 })
+}
+
+// failOnceView fails the first build of each batch (an outage that ends
+// while the speculative build is under way).
+type failOnceView struct{ memView }
+
+func (v *failOnceView) Build(ctx context.Context, k int) ([]byte, error) {
+	b, err := v.memView.Build(ctx, k)
+	if err == nil && v.count(k) == 1 {
+		return nil, errors.New("endpoint unreachable")
+	}
+	return b, err
+}
+
+// A reader waiting on a speculative build that fails builds the batch
+// itself once: the speculation was nobody's request.
+func TestWaiterOnFailedSpeculationTriesItself(t *testing.T) {
+	s := newStore(t, 4)
+	v := &failOnceView{memView{n: 40, delay: 200 * time.Millisecond}}
+	if _, err := s.Get(context.Background(), v, 0, "a"); err == nil {
+		t.Fatal("the first build of batch 0 was meant to fail")
+	}
+	for deadline := time.Now().Add(5 * time.Second); v.count(1) == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("batch 1 was never built ahead")
+		}
+	}
+	b, err := s.Get(context.Background(), v, 1, "a") // waits on the failing read-ahead of 1
+	if err != nil || text(b) != "1" {
+		t.Fatalf("reader waiting on a failed read-ahead: %q, %v", text(b), err)
+	}
+	if c := v.count(1); c != 2 {
+		t.Errorf("batch 1 built %d times, want 2 (the failed read-ahead, then the reader's)", c)
+	}
 }

@@ -154,31 +154,57 @@ func (l *Local) Stat(_ context.Context, key string) (Info, error) {
 	return Info{Key: key, Size: fi.Size(), ModTime: fi.ModTime()}, nil
 }
 
-// List implements Store.
+// List implements Store. Symbolic links are followed, to files and to
+// directories (a dataset directory is often a tree of links into shared
+// storage); a link to a directory already being walked, or a dangling
+// link, is skipped. A file reached through a link is listed under the
+// link's path.
 func (l *Local) List(_ context.Context, prefix string) ([]Info, error) {
 	var out []Info
-	err := filepath.WalkDir(l.Root, func(p string, d fs.DirEntry, err error) error {
+	var walk func(dir, rel string, seen map[string]bool) error
+	walk = func(dir, rel string, seen map[string]bool) error {
+		ents, err := os.ReadDir(dir)
 		if err != nil {
 			return err
 		}
-		if d.IsDir() || !d.Type().IsRegular() {
-			return nil
+		for _, e := range ents {
+			p := filepath.Join(dir, e.Name())
+			key := path.Join(rel, e.Name())
+			var fi fs.FileInfo
+			if e.Type()&fs.ModeSymlink != 0 {
+				if fi, err = os.Stat(p); err != nil {
+					continue // dangling, or a loop of links
+				}
+			} else if fi, err = e.Info(); err != nil {
+				if errors.Is(err, fs.ErrNotExist) {
+					continue // removed while listing
+				}
+				return err
+			}
+			switch {
+			case fi.IsDir():
+				if !strings.HasPrefix(key+"/", prefix) && !strings.HasPrefix(prefix, key+"/") && !strings.HasPrefix(key, prefix) {
+					continue // nothing below it can match
+				}
+				real, err := filepath.EvalSymlinks(p)
+				if err != nil || seen[real] {
+					continue
+				}
+				seen[real] = true
+				if err := walk(p, key, seen); err != nil {
+					return err
+				}
+				delete(seen, real)
+			case fi.Mode().IsRegular() && strings.HasPrefix(key, prefix):
+				out = append(out, Info{Key: key, Size: fi.Size(), ModTime: fi.ModTime()})
+			}
 		}
-		rel, err := filepath.Rel(l.Root, p)
-		if err != nil {
-			return err
-		}
-		key := filepath.ToSlash(rel)
-		if !strings.HasPrefix(key, prefix) {
-			return nil
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		out = append(out, Info{Key: key, Size: fi.Size(), ModTime: fi.ModTime()})
 		return nil
-	})
+	}
+	root, err := filepath.EvalSymlinks(l.Root)
+	if err == nil {
+		err = walk(l.Root, "", map[string]bool{root: true})
+	}
 	if err != nil {
 		return nil, fmt.Errorf("list %s under %s: %w", prefix, l.Root, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -259,5 +260,45 @@ func TestLocalCloseAndContext(t *testing.T) {
 	}
 	if st := lit.Stats(); st.UringReads != 1 {
 		t.Fatalf("literal Local stats %+v: want one io_uring read", st)
+	}
+}
+
+func TestLocalListFollowsLinks(t *testing.T) {
+	root, outside := t.TempDir(), t.TempDir()
+	write := func(p, s string) {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	link := func(target, p string) {
+		t.Helper()
+		if err := os.Symlink(target, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(filepath.Join(root, "a.csv"), "a")
+	write(filepath.Join(outside, "b.csv"), "bb")
+	write(filepath.Join(outside, "shard", "c.csv"), "ccc")
+	link(filepath.Join(outside, "b.csv"), filepath.Join(root, "b.csv"))
+	link(filepath.Join(outside, "shard"), filepath.Join(root, "shard"))
+	link(root, filepath.Join(root, "loop"))                                // a link back up: skipped
+	link(filepath.Join(outside, "gone.csv"), filepath.Join(root, "x.csv")) // dangling: skipped
+	got, err := source.NewLocal(root).List(context.Background(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	for _, in := range got {
+		keys = append(keys, fmt.Sprintf("%s:%d", in.Key, in.Size))
+	}
+	if want := "a.csv:1 b.csv:2 shard/c.csv:3"; strings.Join(keys, " ") != want {
+		t.Fatalf("listed %v, want %s", keys, want)
+	}
+	if got, err := source.NewLocal(root).List(context.Background(), "shard/"); err != nil || len(got) != 1 || got[0].Key != "shard/c.csv" {
+		t.Fatalf("list under shard/: %v, %v", got, err)
 	}
 }

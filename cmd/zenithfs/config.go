@@ -63,11 +63,18 @@ type datasetFlags []string
 func (d *datasetFlags) String() string     { return strings.Join(*d, ",") }
 func (d *datasetFlags) Set(v string) error { *d = append(*d, v); return nil }
 
+// helpRequested is -h or --help: the text goes to stdout, and the command
+// succeeds.
+type helpRequested struct{ text string }
+
+func (h *helpRequested) Error() string { return h.text }
+
 // parseMountArgs parses `zenithfs mount` flags and the optional --config
 // file; flags given on the command line win over the file.
 func parseMountArgs(args []string) (*Config, error) {
 	fs := flag.NewFlagSet("mount", flag.ContinueOnError)
-	fs.SetOutput(new(strings.Builder))
+	var out strings.Builder
+	fs.SetOutput(&out)
 	var c Config
 	var ds datasetFlags
 	var cfgFile string
@@ -90,6 +97,12 @@ func parseMountArgs(args []string) (*Config, error) {
 	fs.BoolVar(&c.Passthrough, "passthrough", true, "cache batches as memfds that the kernel reads itself (FUSE passthrough; needs root and Linux ≥ 6.9, else off); --passthrough=false serves every read from the daemon")
 	fs.StringVar(&c.CheckInterval, "check-interval", "1s", "least time between source-change checks")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			out.Reset()
+			fmt.Fprintln(&out, "usage: zenithfs mount [flags] MOUNTPOINT\n\nflags:")
+			fs.PrintDefaults()
+			return nil, &helpRequested{text: out.String()}
+		}
 		return nil, fmt.Errorf("%v (see zenithfs mount -h)", err)
 	}
 	if fs.NArg() != 1 {
@@ -243,8 +256,8 @@ func parseSize(s string) (int64, error) {
 		{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"T", 1 << 40}, {"B", 1}}
 	mult := int64(1)
 	for _, u := range units {
-		if strings.HasSuffix(t, u.suffix) {
-			t, mult = strings.TrimSpace(strings.TrimSuffix(t, u.suffix)), u.mult
+		if len(t) >= len(u.suffix) && strings.EqualFold(t[len(t)-len(u.suffix):], u.suffix) {
+			t, mult = strings.TrimSpace(t[:len(t)-len(u.suffix)]), u.mult
 			break
 		}
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -40,5 +41,47 @@ func TestConfigFileAndFlags(t *testing.T) {
 	write("batch_sise: 64\n")
 	if _, err := parseMountArgs([]string{"--config", file, "--dataset", "a=/data/a", "/mnt"}); err == nil || !strings.Contains(err.Error(), "batch_sise") {
 		t.Fatalf("a misspelt key: %v, want an error naming it", err)
+	}
+}
+
+func TestMountHelpListsTheFlagsAndSucceeds(t *testing.T) {
+	for _, h := range []string{"-h", "--help"} {
+		_, err := parseMountArgs(reorder([]string{h}))
+		var help *helpRequested
+		if !errors.As(err, &help) {
+			t.Fatalf("%s: %v, want the help text", h, err)
+		}
+		for _, f := range []string{"dataset", "batch-size", "cache-size", "prefetch", "io-uring", "s3-endpoint", "gpus", "state-dir", "config", "workers", "metrics-addr", "jobs", "foreground"} {
+			if !strings.Contains(help.text, "-"+f) {
+				t.Errorf("%s: help does not name --%s:\n%s", h, f, help.text)
+			}
+		}
+	}
+	if rc := run([]string{"mount", "-h"}); rc != 0 {
+		t.Fatalf("zenithfs mount -h: exit %d, want 0", rc)
+	}
+}
+
+func TestSizesTakeUnitsInAnyCase(t *testing.T) {
+	for in, want := range map[string]int64{"512MiB": 512 << 20, "512mib": 512 << 20, "4gib": 4 << 30, "4GiB": 4 << 30, "2g": 2 << 30, "1500kb": 1500e3, "64 MiB": 64 << 20} {
+		got, err := parseSize(in)
+		if err != nil || got != want {
+			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "MiB", "-1GiB", "lots"} {
+		if _, err := parseSize(bad); err == nil {
+			t.Errorf("parseSize(%q): no error", bad)
+		}
+	}
+}
+
+func TestPassthroughIsABooleanFlagWhenReordered(t *testing.T) {
+	c, err := parseMountArgs(reorder([]string{"--passthrough", "/mnt", "--debug", "--dataset", "a=/data/a"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MountPoint != "/mnt" || !c.Passthrough || !c.Debug {
+		t.Fatalf("mount point %q, passthrough %v, debug %v", c.MountPoint, c.Passthrough, c.Debug)
 	}
 }

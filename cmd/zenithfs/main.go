@@ -9,6 +9,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 )
@@ -42,6 +43,11 @@ func run(args []string) int {
 		return 0
 	default:
 		err = fmt.Errorf("unknown command %q\n%s", args[0], usage)
+	}
+	var help *helpRequested
+	if errors.As(err, &help) {
+		fmt.Print(help.text)
+		return 0
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "zenithfs:", err)

@@ -55,7 +55,7 @@ func reorder(args []string) []string {
 
 func isBoolFlag(a string) bool {
 	switch strings.TrimLeft(a, "-") {
-	case "foreground", "allow-other", "debug":
+	case "foreground", "allow-other", "debug", "passthrough", "h", "help":
 		return true
 	}
 	return false

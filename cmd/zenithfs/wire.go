@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	iofs "io/fs"
 	"log/slog"
 	"os"
 	"runtime"
@@ -190,11 +192,21 @@ func wire(ctx context.Context, cfg *Config, log *slog.Logger, workers int, check
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
+			if unreadable(err) {
+				return nil, fmt.Errorf("dataset %s (%s): %w", dc.Name, dc.URI, err)
+			}
 			log.Error("dataset cannot be served", "dataset", dc.Name, "err", err)
 		}
 		w.datasets = append(w.datasets, d)
 	}
 	return w, nil
+}
+
+// unreadable reports whether a dataset's first load failed because the
+// daemon may not read a source (permissions): a start-up error, like a
+// missing source, and not a corrupt dataset to serve with EIO.
+func unreadable(err error) bool {
+	return errors.Is(err, iofs.ErrPermission)
 }
 
 // readAhead is how many source segments of a dataset are decoded ahead of
