@@ -114,6 +114,33 @@ type Dataset struct {
 	loadErr   atomic.Pointer[error]
 	lastCheck time.Time
 	gen       uint64
+	progress  indexProgress
+}
+
+// indexProgress follows the latest index pass.
+type indexProgress struct {
+	running                   atomic.Bool
+	filesDone, filesTotal     atomic.Int64
+	batchesDone, batchesTotal atomic.Int64
+}
+
+// IndexProgress is how far the latest index pass got: source files
+// indexed, and batches whose exact size is known (encoded once, or read
+// from the state dir), of how many. Running: a pass is under way (the
+// first, or a re-index after a change).
+type IndexProgress struct {
+	Running      bool  `json:"running"`
+	FilesDone    int64 `json:"files_done"`
+	FilesTotal   int64 `json:"files_total"`
+	BatchesDone  int64 `json:"batches_done"`
+	BatchesTotal int64 `json:"batches_total"`
+}
+
+// Progress returns the latest index pass's progress.
+func (d *Dataset) Progress() IndexProgress {
+	p := &d.progress
+	return IndexProgress{Running: p.running.Load(), FilesDone: p.filesDone.Load(), FilesTotal: p.filesTotal.Load(),
+		BatchesDone: p.batchesDone.Load(), BatchesTotal: p.batchesTotal.Load()}
 }
 
 // New returns a dataset; call Load before use.

@@ -383,3 +383,30 @@ func TestCancelledLoadKeepsTheState(t *testing.T) {
 		t.Fatalf("the next check after a cancelled one: %v", err)
 	}
 }
+
+func TestIndexProgressIsReportedWhileIndexing(t *testing.T) {
+	dir := t.TempDir()
+	for i, name := range []string{"a.csv", "b.csv"} {
+		if err := sampledata.WriteCSV(filepath.Join(dir, name), int64(i*100), 100); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var d *Dataset
+	var seen []IndexProgress
+	d = New("p", Location{Store: source.NewLocal(dir), Prefix: true, StoreID: "file:" + dir},
+		Options{BatchSize: 50, Workers: 1, Progress: func(string, int64, int64) { seen = append(seen, d.Progress()) }})
+	if err := d.Load(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if len(seen) != 4 {
+		t.Fatalf("%d progress calls, want one per batch (4)", len(seen))
+	}
+	for i, p := range seen {
+		if !p.Running || p.FilesDone != 2 || p.FilesTotal != 2 || p.BatchesDone != int64(i+1) || p.BatchesTotal != 4 {
+			t.Errorf("progress at batch %d: %+v", i, p)
+		}
+	}
+	if p := d.Progress(); p.Running || p.BatchesDone != 4 {
+		t.Errorf("after the pass: %+v", p)
+	}
+}

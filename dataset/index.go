@@ -43,6 +43,13 @@ func (d *Dataset) index(ctx context.Context, infos []source.Info) (*Snapshot, er
 	start := time.Now()
 	s := &Snapshot{ds: d, BatchSize: int64(d.opts.BatchSize), ID: snapshotID(d.loc, infos, d.opts), PermID: permID(d.loc, infos, d.opts)}
 	s.Files = make([]*SourceFile, len(infos))
+	pr := &d.progress
+	pr.running.Store(true)
+	defer pr.running.Store(false)
+	pr.filesDone.Store(0)
+	pr.filesTotal.Store(int64(len(infos)))
+	pr.batchesDone.Store(0)
+	pr.batchesTotal.Store(0)
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(d.opts.Workers)
 	for i, info := range infos {
@@ -52,6 +59,7 @@ func (d *Dataset) index(ctx context.Context, infos []source.Info) (*Snapshot, er
 				return err
 			}
 			s.Files[i] = f
+			pr.filesDone.Add(1)
 			return nil
 		})
 	}
@@ -71,9 +79,11 @@ func (d *Dataset) index(ctx context.Context, infos []source.Info) (*Snapshot, er
 		f.FirstRow = s.Rows
 		s.Rows += f.Index.Rows
 	}
+	pr.batchesTotal.Store(int64(s.NumBatches()))
 	if p, ok := d.loadSizes(s.ID); ok && p.Rows == s.Rows && len(p.Sizes) == s.NumBatches() {
 		s.sizes = p.Sizes
 		s.FromCache = true
+		pr.batchesDone.Store(int64(len(p.Sizes)))
 	} else {
 		if err := s.computeSizes(ctx); err != nil {
 			return nil, err
@@ -172,6 +182,7 @@ func (s *Snapshot) computeSizes(ctx context.Context) error {
 					s.ds.log.Error("batch cannot be built", "batch", k, "err", err)
 				}
 				s.sizes[k] = c.n
+				s.ds.progress.batchesDone.Add(1)
 				if p := s.ds.opts.Progress; p != nil {
 					p(s.ds.Name, done.Add(1), int64(n))
 				}

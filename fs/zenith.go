@@ -62,27 +62,30 @@ func (z *zenithDir) OnAdd(ctx context.Context) {
 
 // DatasetState is the content of .zenith/datasets/<name>.
 type DatasetState struct {
-	Name        string         `json:"name"`
-	State       string         `json:"state"` // ready | error
-	Error       string         `json:"error,omitempty"`
-	ID          string         `json:"id,omitempty"`
-	Generation  uint64         `json:"generation,omitempty"`
-	Rows        int64          `json:"rows"`
-	Batches     int            `json:"batches"`
-	BatchSize   int64          `json:"batch_size,omitempty"`
-	Files       int            `json:"files"`
-	IndexMillis int64          `json:"index_ms"`
-	FromCache   bool           `json:"index_from_cache"`
-	BatchErrors map[int]string `json:"batch_errors,omitempty"`
-	SegHits     uint64         `json:"segment_cache_hits"`
-	SegMisses   uint64         `json:"segment_cache_misses"`
-	SegBytes    int64          `json:"segment_cache_bytes"`
+	Name        string `json:"name"`
+	State       string `json:"state"` // ready | error
+	Error       string `json:"error,omitempty"`
+	ID          string `json:"id,omitempty"`
+	Generation  uint64 `json:"generation,omitempty"`
+	Rows        int64  `json:"rows"`
+	Batches     int    `json:"batches"`
+	BatchSize   int64  `json:"batch_size,omitempty"`
+	Files       int    `json:"files"`
+	IndexMillis int64  `json:"index_ms"`
+	// Index is the latest index pass's progress (the first, or a re-index
+	// after a change: running while it lasts).
+	Index       dataset.IndexProgress `json:"index"`
+	FromCache   bool                  `json:"index_from_cache"`
+	BatchErrors map[int]string        `json:"batch_errors,omitempty"`
+	SegHits     uint64                `json:"segment_cache_hits"`
+	SegMisses   uint64                `json:"segment_cache_misses"`
+	SegBytes    int64                 `json:"segment_cache_bytes"`
 	// Views: reads and prefetch hits per view (canonical spec).
 	Views map[string]ViewStats `json:"views,omitempty"`
 }
 
 func datasetState(d *dataset.Dataset, views map[string]ViewStats) ([]byte, error) {
-	st := DatasetState{Name: d.Name, State: "ready", Views: views}
+	st := DatasetState{Name: d.Name, State: "ready", Views: views, Index: d.Progress()}
 	st.SegHits, st.SegMisses, st.SegBytes = d.SegmentStats()
 	if s, err := d.Current(); err != nil {
 		st.State, st.Error = "error", err.Error()

@@ -34,6 +34,9 @@ func TestDatasetStateReportsViews(t *testing.T) {
 	if st.State != "ready" || st.Rows != 100 || st.Batches != 10 {
 		t.Fatalf("state %+v", st)
 	}
+	if ix := st.Index; ix.Running || ix.FilesDone != 1 || ix.FilesTotal != 1 || ix.BatchesDone != 10 || ix.BatchesTotal != 10 {
+		t.Fatalf("index progress %+v, want a finished pass over 1 file and 10 batches", ix)
+	}
 	v, ok := st.Views["seed=9,epoch=2"]
 	if !ok || v.Reads != 3 {
 		t.Fatalf("views in .zenith/datasets/d: %s", b)
