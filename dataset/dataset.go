@@ -196,7 +196,7 @@ func (d *Dataset) loadLocked(ctx context.Context) error {
 			return nil
 		}
 	}
-	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+	if ctx.Err() != nil {
 		// The caller gave up (an interrupted open): that says nothing of
 		// the sources. The state stays as it was, and the next check
 		// looks again.

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -408,5 +410,40 @@ func TestIndexProgressIsReportedWhileIndexing(t *testing.T) {
 	}
 	if p := d.Progress(); p.Running || p.BatchesDone != 4 {
 		t.Errorf("after the pass: %+v", p)
+	}
+}
+
+// failingReads is a local store whose reads fail with errIO after the
+// first (the format sniffing the file's head), so that the decoder's own
+// reads fail.
+type failingReads struct {
+	*source.Local
+	calls atomic.Int32
+}
+
+var errIO = errors.New("simulated I/O error")
+
+func (f *failingReads) ReadAt(ctx context.Context, key string, p []byte, off int64) (int, error) {
+	if f.calls.Add(1) > 1 {
+		return 0, fmt.Errorf("read %s: %w", key, errIO)
+	}
+	return f.Local.ReadAt(ctx, key, p, off)
+}
+
+// A read that fails is the reason a load fails, not a "corrupt file": the
+// decoders flatten their read errors into ErrCorrupt.
+func TestReadErrorsAreNotCorruption(t *testing.T) {
+	dir := t.TempDir()
+	if err := sampledata.WriteCSV(filepath.Join(dir, "a.csv"), 0, 10); err != nil {
+		t.Fatal(err)
+	}
+	st := &failingReads{Local: source.NewLocal(dir)}
+	d := New("f", Location{Store: st, Prefix: true, StoreID: "file:" + dir}, Options{BatchSize: 4})
+	err := d.Load(context.Background())
+	if !errors.Is(err, errIO) {
+		t.Fatalf("load with failing reads: %v, want it to wrap the read error", err)
+	}
+	if errors.Is(err, format.ErrCorrupt) {
+		t.Fatalf("load with failing reads says corrupt: %v", err)
 	}
 }

@@ -23,6 +23,10 @@ type object struct {
 	// Decoders may flatten the errors of their reads (the Parquet footer's
 	// ErrCorrupt keeps only the text), so explain re-attaches it.
 	changedErr atomic.Pointer[error]
+	// readErr is the first read that failed for a reason of the store's
+	// (unreachable, cancelled, an I/O error), which a decoder would report
+	// as a corrupt file; explain re-attaches it too.
+	readErr atomic.Pointer[error]
 }
 
 func (o *object) readCtx() context.Context {
@@ -47,17 +51,25 @@ func (o *object) note(err error) error {
 	err = changed(err)
 	if errors.Is(err, ErrChanged) {
 		o.changedErr.CompareAndSwap(nil, &err)
+	} else if err != nil && !errors.Is(err, io.EOF) {
+		o.readErr.CompareAndSwap(nil, &err)
 	}
 	return err
 }
 
 // explain returns err, wrapping ErrChanged when one of o's reads saw the
-// object change but err (from a decoder) no longer says so.
+// object change, or the first read error, when err (from a decoder) no
+// longer says so.
 func (o *object) explain(err error) error {
 	if err == nil || errors.Is(err, ErrChanged) {
 		return err
 	}
 	if p := o.changedErr.Load(); p != nil {
+		return fmt.Errorf("%w (then: %v)", *p, err)
+	}
+	// A read that failed is the reason, not the corrupt file the decoder
+	// took its missing bytes for.
+	if p := o.readErr.Load(); p != nil && !errors.Is(err, *p) {
 		return fmt.Errorf("%w (then: %v)", *p, err)
 	}
 	return err
