@@ -232,7 +232,7 @@ func (f *submitFile) Write(ctx context.Context, fh gofs.FileHandle, data []byte,
 	h.buf = nil
 	if _, err := f.s.Submit(spec); err != nil {
 		f.sh.log.Info("job spec rejected", "err", err)
-		return 0, toErrno(err)
+		return 0, f.sh.failed("submit", "jobs/submit", err)
 	}
 	return uint32(len(data)), 0
 }
@@ -251,7 +251,7 @@ func (f *submitFile) Flush(ctx context.Context, fh gofs.FileHandle) (errno sysca
 	if c, ok := fuse.FromContext(ctx); ok && h.writer != 0 && c.Pid != 0 && tgid(c.Pid) != h.writer {
 		return 0
 	}
-	return toErrno(f.submitRest(h))
+	return f.sh.failed("submit", "jobs/submit", f.submitRest(h))
 }
 
 // Release implements fs.NodeReleaser: a spec left unsubmitted (its
@@ -263,7 +263,8 @@ func (f *submitFile) Release(ctx context.Context, fh gofs.FileHandle) (errno sys
 	if !ok {
 		return 0
 	}
-	f.submitRest(h) // a rejection is in jobs/errors; nobody waits for an errno
+	// a rejection is in jobs/errors; nobody waits for an errno
+	f.sh.failed("submit", "jobs/submit", f.submitRest(h))
 	return 0
 }
 

@@ -176,7 +176,7 @@ func (c *cancelFile) Write(ctx context.Context, fh gofs.FileHandle, data []byte,
 		return 0, syscall.EACCES
 	}
 	if err := c.s.Cancel(c.name); err != nil {
-		return 0, toErrno(err)
+		return 0, c.sh.failed("cancel", "jobs/"+c.name, err)
 	}
 	return uint32(len(data)), 0
 }

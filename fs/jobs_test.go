@@ -428,3 +428,35 @@ func TestSpecWrittenInPiecesIsSubmittedWhole(t *testing.T) {
 		t.Fatalf("jobs/errors after specs written in pieces:\n%s", errs)
 	}
 }
+
+// A submission or cancel that fails for a reason of the daemon's own (here
+// the scheduler has stopped) is EIO with its reason in .zenith/errors.
+func TestDaemonFailuresInTheControlTreeHaveAReason(t *testing.T) {
+	s, err := scheduler.New(jobsSchedConfig(t, t.TempDir(), 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mnt := t.TempDir()
+	sh := &shared{log: slog.New(slog.DiscardHandler), owner: 0, errs: newErrorRing(100)}
+	hour := time.Hour
+	srv, err := gofs.Mount(mnt, &jobsTestRoot{sh: sh, s: s}, &gofs.Options{EntryTimeout: &hour, AttrTimeout: &hour,
+		MountOptions: fuse.MountOptions{DirectMount: true, FsName: "zenithfs-jobs-test"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Unmount()
+	jobs := filepath.Join(mnt, ".zenith", "jobs")
+	if err := jobsWrite(filepath.Join(jobs, "submit"), `{"name":"a","command":["sleep","30"]}`+"\n"); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s.Close(ctx)
+	err = jobsWrite(filepath.Join(jobs, "submit"), `{"name":"b","command":["true"]}`+"\n")
+	if !errors.Is(err, syscall.EIO) {
+		t.Fatalf("submit to a stopped scheduler: %v, want EIO", err)
+	}
+	if got := string(sh.errs.text()); !strings.Contains(got, "submit") || !strings.Contains(got, scheduler.ErrClosed.Error()) {
+		t.Fatalf(".zenith/errors after the failed submit: %q", got)
+	}
+}

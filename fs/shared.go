@@ -46,6 +46,21 @@ func (s *shared) guard(op, name string, errno *syscall.Errno) {
 	}
 }
 
+// failed turns err, from a control-tree operation, into its errno. A
+// rejection (a bad spec, a taken name, a caller without the right) is the
+// caller's to read in jobs/errors; any other error is the daemon's own
+// (its job database cannot be written, it is shutting down): that one
+// also goes to the log and .zenith/errors, so that an EIO always has a
+// reason somewhere.
+func (s *shared) failed(op, name string, err error) syscall.Errno {
+	errno := toErrno(err)
+	if errno == syscall.EIO {
+		s.log.Error("control tree operation failed", "op", op, "name", name, "err", err)
+		s.errs.add(fmt.Sprintf("%s %s: %v", op, name, err))
+	}
+	return errno
+}
+
 // fault calls the test hook, if any.
 func (s *shared) fault(op, name string) {
 	if s.faults != nil {
