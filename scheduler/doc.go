@@ -50,6 +50,24 @@
 // whatever its exit status. A FAILED attempt runs again while retries
 // remain (Attempts counts them); CANCELLED, TIMEOUT and LOST are final.
 //
+// A runner that queues attempts itself (Slurm) reports them PENDING, with
+// its reason, until they run. When it takes a running attempt back into
+// its queue (a Slurm requeue after a node failure or a preemption) the
+// job is PENDING again ("requeued by slurm: …"), without start time or
+// GPUs; when it runs again its start time, from which the time limit
+// counts, is the new start. A cancel the runner refuses (scancel during a
+// controller outage) is asked again every heartbeat, queued or running.
+//
+// A start that fails with ErrTemporary keeps the job PENDING ("waiting to
+// start: …") and is retried after a pause that doubles up to a minute.
+// Each attempt carries a RunRequest.StartKey, stored before its first
+// Start: a retry of an uncertain start (Slurm's sbatch timing out after
+// the controller took the job; a daemon that died during Start) passes
+// the same key with Resubmit set, and the Slurm runner adopts the job it
+// finds with that key rather than submit a second one. A job cancelled
+// while such a start is uncertain stays PENDING until the runner (a
+// Finder) has looked for the launch and stopped what it found.
+//
 // # Persistence, restart and shutdown
 //
 // Every job (spec, state, exit code, reason, times, attempts, GPUs, RunRef)
@@ -63,7 +81,10 @@
 //
 // Close (unmount) stops running jobs — SIGTERM, SIGKILL after Grace — and
 // records them CANCELLED with reason "daemon shutdown"; pending jobs stay
-// PENDING for the next start. With Config.LeaveRunning (e.g. for Slurm jobs,
+// PENDING for the next start. Close cuts short the loop's pass of polls
+// (one runner command per job, each up to Slurm's command timeout while
+// the controller is down) and starts nothing more; a Start in flight is
+// let finish, since cutting it short could leave a launch untracked. With Config.LeaveRunning (e.g. for Slurm jobs,
 // which belong to the cluster) Close leaves them running for the next
 // daemon to adopt. A daemon that dies without Close (kill -9, crash) leaves
 // its jobs running; the next one adopts them as above.

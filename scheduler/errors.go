@@ -14,7 +14,9 @@ var (
 	// ErrNotFound is returned for an unknown job.
 	ErrNotFound = errors.New("no such job")
 	// ErrTemporary is wrapped by a Runner whose Start failed for a reason
-	// that may pass (a Slurm controller briefly unreachable): the job stays
-	// PENDING and is tried again at the next heartbeat, instead of FAILED.
+	// that may pass (a Slurm controller briefly unreachable, a submit
+	// limit): the job stays PENDING, instead of FAILED, and is tried again
+	// after a pause (1 s, doubling, at most a minute) with the same
+	// RunRequest.StartKey and Resubmit set.
 	ErrTemporary = errors.New("cannot start now; will retry")
 )

@@ -79,24 +79,13 @@ func mustSubmit(t *testing.T, s *Scheduler, b []byte) JobInfo {
 // state or after timeout.
 func waitState(t *testing.T, s *Scheduler, name string, want State, timeout time.Duration) JobInfo {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		j, ok := s.Job(name)
-		if !ok {
-			t.Fatalf("job %s not found", name)
-		}
-		if j.State == want {
-			return j
-		}
-		if j.State.Terminal() {
+	return waitJob(t, s, name, string(want), timeout, func(j JobInfo) bool {
+		if j.State != want && j.State.Terminal() {
 			log, _ := os.ReadFile(j.LogPath)
 			t.Fatalf("job %s ended %s (%s), want %s; log:\n%s", name, j.State, j.Reason, want, log)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("job %s still %s after %v, want %s", name, j.State, timeout, want)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return j.State == want
+	})
 }
 
 func readLog(t *testing.T, j JobInfo) string {

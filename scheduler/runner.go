@@ -46,6 +46,17 @@ type RunRequest struct {
 	Nodes        int               // multi-node (Slurm); 0 or 1 for one node
 	TasksPerNode int               // Slurm --ntasks-per-node; 0: unspecified
 	MountPoint   string            // exported as ZENITH_MOUNT
+	// StartKey identifies this attempt's submission: it stays the same
+	// when Start is called again for the same attempt, and differs
+	// between attempts and between jobs (also of the same name).
+	StartKey string
+	// Resubmit is set when an earlier Start with the same StartKey may
+	// have launched the attempt after all: it failed with ErrTemporary
+	// (sbatch timed out after the controller may have accepted the job),
+	// or the daemon stopped during it. A runner that can find such a
+	// launch (Slurm, by the job's comment) adopts it instead of starting
+	// a second copy.
+	Resubmit bool
 }
 
 // RunRef identifies a started attempt so that it can be polled and cancelled,
@@ -74,6 +85,9 @@ type Runner interface {
 	// RunRequest.GPUs.
 	AllocatesGPUs() bool
 	// Start launches one attempt and returns at once with its reference.
+	// An error wrapping ErrTemporary keeps the job pending: Start is
+	// called again later for the same attempt, with the same StartKey
+	// and Resubmit set.
 	Start(ctx context.Context, req RunRequest) (RunRef, error)
 	// Poll reports the attempt's current status. An attempt the runner
 	// cannot find any more is reported Lost with a reason.
@@ -81,4 +95,15 @@ type Runner interface {
 	// Cancel stops the attempt: SIGTERM (or scancel), then SIGKILL after
 	// grace. It returns once the signal is sent; Poll reports the end.
 	Cancel(ctx context.Context, ref RunRef, grace time.Duration) error
+}
+
+// Finder is implemented by runners whose Start can fail after the attempt
+// was launched (Slurm: sbatch timing out while the controller accepts the
+// job). FindStarted returns the reference of the attempt an earlier Start
+// with req.StartKey launched, "" when there is none; an error means it
+// cannot tell now. The scheduler asks before it gives up on such an
+// attempt (a job cancelled while its start was being retried), so that no
+// launched attempt is left running untracked.
+type Finder interface {
+	FindStarted(ctx context.Context, req RunRequest) (RunRef, error)
 }

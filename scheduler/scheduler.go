@@ -77,6 +77,10 @@ type Scheduler struct {
 	pollNow chan struct{} // an attempt ended: poll
 	stop    chan struct{}
 	done    chan struct{}
+	// loopCtx bounds the loop's runner calls but Start; Close cancels it
+	// (stopLoop) so that it need not wait for a pass of polls.
+	loopCtx  context.Context
+	stopLoop context.CancelFunc
 }
 
 // New opens (or creates) the job store in cfg.StateDir and resumes: jobs
@@ -128,7 +132,9 @@ func New(cfg Config) (*Scheduler, error) {
 		wake: make(chan struct{}, 1), pollNow: make(chan struct{}, 1),
 		stop: make(chan struct{}), done: make(chan struct{}),
 	}
+	s.loopCtx, s.stopLoop = context.WithCancel(context.Background())
 	if err := s.resume(); err != nil {
+		s.stopLoop()
 		st.close()
 		return nil, err
 	}
@@ -180,7 +186,7 @@ func (s *Scheduler) resume() error {
 		if !st.State.Terminal() {
 			s.log.Info("adopted job after restart", "job", r.Spec.Name, "state", st.State)
 			if r.Stop != "" {
-				if err := s.stopAttempt(r, r.Ref); err != nil {
+				if err := s.stopAttempt(context.Background(), r, r.Ref); err != nil {
 					s.log.Warn("cannot stop adopted job; asking again next round", "job", r.Spec.Name, "err", err)
 				}
 			}
@@ -279,7 +285,11 @@ func (s *Scheduler) Submit(data []byte) (JobInfo, error) {
 
 // Cancel stops a job: a pending one ends CANCELLED at once; a running one
 // gets SIGTERM, then SIGKILL after the grace period, and ends CANCELLED.
-// Cancelling a finished job does nothing.
+// Cancelling a finished job does nothing. A job that waits in the
+// runner's own queue (Slurm) is cancelled there, and asked again until
+// the runner takes it; one whose last start may have launched it after all
+// (sbatch timed out) stays PENDING until the dispatcher has looked for
+// that launch and stopped it.
 func (s *Scheduler) Cancel(name string) error {
 	s.mu.Lock()
 	r, ok := s.jobs[name]
@@ -289,6 +299,16 @@ func (s *Scheduler) Cancel(name string) error {
 	}
 	if r.State.Terminal() {
 		s.mu.Unlock()
+		return nil
+	}
+	if _, finds := s.runner.(Finder); finds && r.Ref == "" && !r.starting && r.StartKey != "" {
+		if r.Stop == "" {
+			r.Stop, r.StopReason = Cancelled, "cancelled by user"
+		}
+		r.notBefore = time.Time{}
+		s.persist(r)
+		s.mu.Unlock()
+		kick(s.wake) // the dispatcher looks for the launch
 		return nil
 	}
 	if r.Ref == "" && !r.starting {
@@ -309,13 +329,13 @@ func (s *Scheduler) Cancel(name string) error {
 	if starting {
 		return nil // the dispatcher cancels it once Start returns
 	}
-	return s.stopAttempt(r, ref)
+	return s.stopAttempt(context.Background(), r, ref)
 }
 
 // stopAttempt asks the runner to stop attempt ref of r; a refusal is returned and
 // remembered, so that the loop asks again until the runner takes it.
-func (s *Scheduler) stopAttempt(r *record, ref RunRef) error {
-	err := s.runner.Cancel(context.Background(), ref, s.cfg.Grace)
+func (s *Scheduler) stopAttempt(ctx context.Context, r *record, ref RunRef) error {
+	err := s.runner.Cancel(ctx, ref, s.cfg.Grace)
 	s.mu.Lock()
 	if r.Ref == ref {
 		r.stopFailed = err != nil
@@ -412,6 +432,7 @@ func (s *Scheduler) Close(ctx context.Context) error {
 	s.closed = true
 	s.mu.Unlock()
 	close(s.stop)
+	s.stopLoop() // cut short a pass of polls (one Slurm command per job)
 	<-s.done
 	if !s.cfg.LeaveRunning {
 		s.stopAll(ctx)

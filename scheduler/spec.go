@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
 	"time"
@@ -128,6 +129,9 @@ func ParseSpec(data []byte) (Spec, error) {
 		return sp, invalid("empty spec")
 	}
 	if trimmed[0] == '{' {
+		if err := checkJSONKeys(trimmed); err != nil {
+			return Spec{}, err
+		}
 		dec := json.NewDecoder(bytes.NewReader(trimmed))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&sp); err != nil {
@@ -155,6 +159,44 @@ func ParseSpec(data []byte) (Spec, error) {
 		return Spec{}, invalid("not a valid YAML spec: more than one document")
 	}
 	return sp, nil
+}
+
+// checkJSONKeys refuses what encoding/json would let through: a field
+// name spelt in another case ("Name" is not "name") and a field given
+// twice (the last would win silently). Syntax errors are left to the
+// decoder, which says where.
+func checkJSONKeys(data []byte) error {
+	known := map[string]bool{}
+	t := reflect.TypeFor[Spec]()
+	for i := range t.NumField() {
+		if name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ","); name != "" && name != "-" {
+			known[name] = true
+		}
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil
+		}
+		key, _ := tok.(string)
+		switch {
+		case !known[key]:
+			return invalid("unknown field %q", key)
+		case seen[key]:
+			return invalid("field %q given twice", key)
+		}
+		seen[key] = true
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return nil
+		}
+	}
+	return nil
 }
 
 // SpecComplete reports whether buf holds a whole spec worth submitting now:

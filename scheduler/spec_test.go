@@ -30,6 +30,8 @@ func TestSubmitRejectsBadSpecs(t *testing.T) {
 		{"trailing data", `{"name":"x","command":["true"]} {}`, ErrInvalidSpec, "data after the object"},
 		{"empty", "  \n", ErrInvalidSpec, "empty spec"},
 		{"unknown field", `{"name":"x","command":["true"],"gpu":1}`, ErrInvalidSpec, `unknown field "gpu"`},
+		{"field in another case", `{"Name":"x","command":["true"]}`, ErrInvalidSpec, `unknown field "Name"`},
+		{"field given twice", `{"name":"x","command":["true"],"name":"y"}`, ErrInvalidSpec, `field "name" given twice`},
 		{"wrong type", `{"name":"x","command":"true"}`, ErrInvalidSpec, "not a valid JSON spec"},
 		{"missing name", `{"command":["true"]}`, ErrInvalidSpec, "name is required"},
 		{"bad name", `{"name":"a/b","command":["true"]}`, ErrInvalidSpec, `name "a/b"`},

@@ -30,6 +30,11 @@ type record struct {
 	Stop       State  `json:"stop,omitempty"`
 	StopReason string `json:"stop_reason,omitempty"`
 	LogPath    string `json:"log_path"`
+	// StartKey is the RunRequest.StartKey of the attempt being started:
+	// set before its first Start, kept while Start fails with
+	// ErrTemporary (and across a daemon restart), cleared once the
+	// attempt has a Ref or its start failed for good.
+	StartKey string `json:"start_key,omitempty"`
 
 	// Not persisted.
 	timeLimit time.Duration
@@ -39,6 +44,7 @@ type record struct {
 	stopFailed bool
 	noRetry    bool      // the last start was refused for good (ErrInvalidSpec)
 	notBefore  time.Time // a requeued start waits until then (startBackoff)
+	tempFails  int       // consecutive starts refused with ErrTemporary
 }
 
 var (

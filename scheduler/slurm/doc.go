@@ -8,6 +8,7 @@
 // batch script fed on stdin:
 //
 //	--job-name=NAME  --output=LOG --error=LOG --open-mode=append
+//	--comment="zenithfs job NAME attempt N key STARTKEY"
 //	--gres=gpu:N  --cpus-per-task=C  --mem=MiB M  --time=D-HH:MM:SS
 //	--requeue (retries > 0) | --no-requeue   --nodes=N  --ntasks-per-node=T
 //	--chdir=WORKDIR (or Config.Workdir)  --partition=P  Config.ExtraArgs…
@@ -25,14 +26,30 @@
 // reports the allocated indices from `scontrol show job -d`.
 //
 // The RunRef is the Slurm job id ("ID", or "ID;CLUSTER" where sbatch names a
-// cluster). The Runner keeps no other state, so after a daemon restart a new
-// Runner polls and cancels the jobs the job store remembers.
+// cluster). The Runner keeps no other state (but a clock per job only sacct
+// still knows, below), so after a daemon restart a new Runner polls and
+// cancels the jobs the job store remembers.
+//
+// An unreachable controller and an sbatch that times out (30 s, or "Socket
+// timed out on send/recv operation") fail Start with
+// scheduler.ErrTemporary: the job stays PENDING and is submitted again
+// later. Since the controller may have accepted the job all the same, that
+// later Start (RunRequest.Resubmit) first looks for a job of the user with
+// the attempt's comment (`squeue --states=all --name=NAME`, matching the
+// StartKey) and adopts it; when squeue cannot answer either, it submits
+// nothing and fails with ErrTemporary again. FindStarted is the same
+// lookup, which the scheduler uses for a job cancelled in between. A job
+// that was accepted, ran and was purged from the controller before the
+// lookup is not found (sacct keeps no comments by default). A refusal for
+// a submit limit (AssocMaxSubmitJobLimit, QOSMaxSubmitJobPerUserLimit…:
+// "Job violates accounting/QOS policy (job submit limit…)") is temporary
+// too; one that names another limit (a QOS with DenyOnLimit) is not.
 //
 // # States
 //
 // Poll reads `scontrol show job -d -o ID` and maps JobState:
 //
-//	PENDING, REQUEUED, REQUEUE_HOLD, SPECIAL_EXIT, …    → PENDING
+//	PENDING, REQUEUED, REQUEUE_HOLD, SPECIAL_EXIT, …    → PENDING (again, after a requeue)
 //	CONFIGURING, RUNNING, COMPLETING, SUSPENDED, …      → RUNNING
 //	COMPLETED                                           → COMPLETED
 //	FAILED, OUT_OF_MEMORY, PREEMPTED                    → FAILED
@@ -44,9 +61,16 @@
 // RunStatus.Reason; ExitCode=N:S gives N, or -1 when S (a signal) is set.
 // A job the controller has forgotten (after MinJobAge) is looked up with
 // sacct, then in a jobcomp/filetxt log (Config.JobCompLog), and is LOST with
-// a reason when nobody knows it. An unknown future state is an error wrapping
-// ErrUnknownState, never a guess; an unreachable controller wraps
-// ErrUnavailable, so the scheduler keeps the job and polls again.
+// a reason when nobody knows it. When sacct fails (slurmdbd down, a timeout)
+// and the jobcomp log does not know the job either, its end is unknown, not
+// LOST: Poll wraps ErrUnavailable and is asked again; only "accounting
+// storage is disabled" or a missing sacct counts as sacct knowing nothing. A
+// job sacct still shows PENDING or RUNNING that the controller does not know
+// (its end never reached the database) is reported as sacct says for
+// Config.ForgottenGrace (10 minutes), then LOST with a reason. An unknown
+// future state is an error wrapping ErrUnknownState, never a guess; an
+// unreachable controller wraps ErrUnavailable, so the scheduler keeps the
+// job and polls again.
 //
 // Cancel runs a plain `scancel`: Slurm sends SIGTERM to every step, waits
 // KillWait (slurm.conf), then SIGKILL, and the job ends CANCELLED. Slurm has

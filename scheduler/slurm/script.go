@@ -19,6 +19,10 @@ var envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 // it again because the name goes into sbatch's argv and the script.
 var jobNameRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 
+// startKeyRE is what a RunRequest.StartKey may hold: it goes into the
+// job's comment, which FindStarted matches.
+var startKeyRE = regexp.MustCompile(`^[A-Za-z0-9_-]{0,64}$`)
+
 // submission is what Start hands to sbatch: its options (argv, never parsed
 // by a shell) and the batch script read from stdin.
 type submission struct {
@@ -43,6 +47,8 @@ func validate(req scheduler.RunRequest) error {
 		return bad("job %s: log path %q must be absolute", req.Name, req.LogPath)
 	case req.Workdir != "" && !filepath.IsAbs(req.Workdir):
 		return bad("job %s: workdir %q must be absolute", req.Name, req.Workdir)
+	case !startKeyRE.MatchString(req.StartKey):
+		return bad("job %s: start key %q: want at most 64 letters, digits, '-', '_'", req.Name, req.StartKey)
 	case req.GPUCount < 0 || req.CPUs < 0 || req.MemoryBytes < 0 || req.TimeLimit < 0 ||
 		req.Retries < 0 || req.Nodes < 0 || req.TasksPerNode < 0:
 		return bad("job %s: negative resource request", req.Name)
@@ -80,7 +86,7 @@ func buildSubmission(req scheduler.RunRequest, cfg Config) submission {
 		"--output=" + escapeFilenamePattern(req.LogPath),
 		"--error=" + escapeFilenamePattern(req.LogPath),
 		"--open-mode=append",
-		"--comment=zenithfs job " + req.Name + " attempt " + strconv.Itoa(req.Attempt),
+		"--comment=" + submitComment(req),
 	}
 	if cfg.Partition != "" {
 		args = append(args, "--partition="+cfg.Partition)
@@ -115,6 +121,17 @@ func buildSubmission(req scheduler.RunRequest, cfg Config) submission {
 	}
 	args = append(args, cfg.ExtraArgs...)
 	return submission{args: args, script: buildScript(req, cfg)}
+}
+
+// submitComment is the job's --comment: "zenithfs job NAME attempt N",
+// followed by " key KEY" when the request has a StartKey, by which
+// FindStarted recognizes the job after an uncertain submission.
+func submitComment(req scheduler.RunRequest) string {
+	c := "zenithfs job " + req.Name + " attempt " + strconv.Itoa(req.Attempt)
+	if req.StartKey != "" {
+		c += " key " + req.StartKey
+	}
+	return c
 }
 
 // buildScript writes the batch script: exports, then exec of the command —
