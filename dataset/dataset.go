@@ -25,7 +25,7 @@ import (
 
 // indexVersion is part of every index key: bump it when the batch encoding
 // or the index layout changes, so old persisted indexes are not trusted.
-const indexVersion = "zenithfs-index-2" // 2: IPC streams with dictionaries
+const indexVersion = "zenithfs-index-3" // 2: IPC streams with dictionaries; 3: text files keep what inference saw
 
 // ErrChanged is returned when a source changed while a batch was built from
 // it; the batch is discarded, never served.

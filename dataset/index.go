@@ -1,6 +1,7 @@
 package dataset
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -66,15 +67,27 @@ func (d *Dataset) index(ctx context.Context, infos []source.Info) (*Snapshot, er
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
-	for i, f := range s.Files {
+	if err := d.unifyText(s.Files); err != nil {
+		return nil, err
+	}
+	// Every file with rows must have the schema of the first such file; a
+	// file of no rows gives no batch, and its schema does not matter.
+	var first *SourceFile
+	for _, f := range s.Files {
 		sch, err := f.reader.File.Schema()
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", f.Info.Key, err)
 		}
-		if i == 0 {
+		switch {
+		case first == nil && (f.Index.Rows > 0 || s.schema == nil):
 			s.schema = sch
-		} else if msg := schemaDiff(s.schema, sch); msg != "" {
-			return nil, fmt.Errorf("%w: %s and %s: %s", ErrSchemaMismatch, s.Files[0].Info.Key, f.Info.Key, msg)
+			if f.Index.Rows > 0 {
+				first = f
+			}
+		case first != nil && f.Index.Rows > 0:
+			if msg := schemaDiff(s.schema, sch); msg != "" {
+				return nil, fmt.Errorf("%w: %s and %s: %s", ErrSchemaMismatch, first.Info.Key, f.Info.Key, msg)
+			}
 		}
 		f.FirstRow = s.Rows
 		s.Rows += f.Index.Rows
@@ -124,6 +137,10 @@ func (d *Dataset) indexFile(ctx context.Context, info source.Info) (*SourceFile,
 		}
 		d.saveFileIndex(key, fi)
 	}
+	return d.sourceFile(info, fi), nil
+}
+
+func (d *Dataset) sourceFile(info source.Info, fi *format.File) *SourceFile {
 	r := format.NewReader(fi)
 	r.Each = d.opts.Decode
 	f := &SourceFile{Info: info, Index: fi, reader: r}
@@ -132,7 +149,40 @@ func (d *Dataset) indexFile(ctx context.Context, info source.Info) (*SourceFile,
 		f.segStart = append(f.segStart, row)
 		row += seg.Rows
 	}
-	return f, nil
+	return f
+}
+
+// unifyText gives text files (all CSV, or all JSON Lines, with inferred
+// schemas) the schema inference over all of them gives
+// (format.UnifyText): each file's own is what its values allowed, and one
+// shard of integers beside shards of decimals, or an empty column in one
+// shard, must not make the dataset a mismatch. The files are decoded with
+// the unified schema; their indexes on disk keep their own.
+func (d *Dataset) unifyText(files []*SourceFile) error {
+	if d.opts.Format.Schema != nil || len(files) < 2 {
+		return nil
+	}
+	idx := make([]*format.File, len(files))
+	names := make([]string, len(files))
+	for i, f := range files {
+		idx[i], names[i] = f.Index, f.Info.Key
+	}
+	schema, err := format.UnifyText(idx, names)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrSchemaMismatch, err)
+	}
+	if schema == nil {
+		return nil
+	}
+	enc := format.EncodeSchema(schema)
+	for i, f := range files {
+		if !bytes.Equal(f.Index.SchemaIPC, enc) {
+			fi := *f.Index
+			fi.SchemaIPC = enc
+			files[i] = d.sourceFile(f.Info, &fi)
+		}
+	}
+	return nil
 }
 
 func (d *Dataset) fileKey(info source.Info) string {

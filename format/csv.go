@@ -115,6 +115,7 @@ func indexCSV(ctx context.Context, obj Object, opts Options) (*File, error) {
 			fields[i] = arrow.Field{Name: c.name, Type: c.typ(), Nullable: true}
 		}
 		schema = arrow.NewSchema(fields, nil)
+		f.Inferred = csvInferred(cols)
 	} else if schema.NumFields() != len(header) {
 		return nil, fmt.Errorf("configured schema has %d columns, the header %d", schema.NumFields(), len(header))
 	}

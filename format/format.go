@@ -135,6 +135,9 @@ type File struct {
 	// maxKeptFooter bytes), kept so that reading a row group after a
 	// restart needs no round trips for the footer (two on S3).
 	Footer []byte `json:"footer,omitempty"`
+	// Inferred is what schema inference saw in a text file (when no
+	// schema was configured); see UnifyText.
+	Inferred *Inferred `json:"inferred,omitempty"`
 }
 
 // Options tune indexing.

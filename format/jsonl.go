@@ -257,6 +257,7 @@ func indexJSONL(ctx context.Context, obj Object, opts Options) (*File, error) {
 	schema := opts.Schema
 	if schema == nil {
 		schema = arrow.NewSchema(root.structFields(), nil)
+		f.Inferred = &Inferred{JSON: root.export()}
 	}
 	f.SchemaIPC = EncodeSchema(schema)
 	return f, nil
