@@ -316,6 +316,10 @@ type SourceFile struct {
 	Index    *format.File
 	reader   *format.Reader
 	segStart []int64 // first row of each segment, within the file
+	// schemaTag identifies the schema the file is decoded with: for a text
+	// file it depends on the dataset's other files (unifyText), so a
+	// segment decoded under one snapshot must not serve another.
+	schemaTag string
 }
 
 func (s *Snapshot) sources() []source.Info {
@@ -586,7 +590,7 @@ func (s *Snapshot) segmentAt(row int64) (*SourceFile, int, bool) {
 }
 
 func (s *Snapshot) segmentKey(f *SourceFile, i int) string {
-	return fmt.Sprintf("%s\x00%s\x00%s\x00%d", s.ds.loc.StoreID, f.Info.Key, f.Info.Identity(), i)
+	return fmt.Sprintf("%s\x00%s\x00%s\x00%s\x00%d", s.ds.loc.StoreID, f.Info.Key, f.Info.Identity(), f.schemaTag, i)
 }
 
 // segment returns segment i of f, decoded; ahead: for a read-ahead, not

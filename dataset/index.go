@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sync"
@@ -143,7 +144,8 @@ func (d *Dataset) indexFile(ctx context.Context, info source.Info) (*SourceFile,
 func (d *Dataset) sourceFile(info source.Info, fi *format.File) *SourceFile {
 	r := format.NewReader(fi)
 	r.Each = d.opts.Decode
-	f := &SourceFile{Info: info, Index: fi, reader: r}
+	sum := sha256.Sum256(fi.SchemaIPC)
+	f := &SourceFile{Info: info, Index: fi, reader: r, schemaTag: hex.EncodeToString(sum[:8])}
 	var row int64
 	for _, seg := range fi.Segments {
 		f.segStart = append(f.segStart, row)
@@ -219,7 +221,7 @@ func (s *Snapshot) computeSizes(ctx context.Context) error {
 					return err
 				}
 				var c counter
-				if err := s.encode(gctx, k, &c); err != nil {
+				if err := s.encodeRecovering(gctx, k, &c); err != nil {
 					if errors.Is(err, context.Canceled) {
 						return err
 					}
@@ -241,6 +243,18 @@ func (s *Snapshot) computeSizes(ctx context.Context) error {
 		})
 	}
 	return g.Wait()
+}
+
+// encodeRecovering is encode with a panic (a decoder or Arrow on input it
+// did not expect) turned into that batch's error: the index pass runs on
+// goroutines nothing else guards, and a panic there would end the daemon.
+func (s *Snapshot) encodeRecovering(ctx context.Context, k int, w io.Writer) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("batch %d: %w: panic while encoding: %v", k, format.ErrCorrupt, p)
+		}
+	}()
+	return s.encode(ctx, k, w)
 }
 
 // BatchErrors returns the batches that could not be built, with reasons.

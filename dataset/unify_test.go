@@ -77,6 +77,7 @@ func TestCSVShardsShareOneInferredSchema(t *testing.T) {
 		"a.csv": "id,x,flag\n1,1,true\n2,2,false\n",
 		"b.csv": "id,x,flag\n3,2.5,\n4,,\n",
 		"c.csv": "id,x,flag\n",
+		"e.csv": "id,renamed\n", // no rows: its header does not count
 		"d.csv": "id,x,flag\n5,7,1\n",
 	})
 	d, err := loadDir(t, dir, 2)
@@ -135,5 +136,30 @@ func TestIncompatibleTextShardsAreAMismatch(t *testing.T) {
 		if !errors.Is(err, ErrSchemaMismatch) || !strings.Contains(err.Error(), "b.") {
 			t.Errorf("%s: %v, want a schema mismatch naming the second file", name, err)
 		}
+	}
+}
+
+// A shard added while mounted can widen the other files' schema: their
+// segments decoded before must not be served under the new one.
+func TestAddedShardWidensDecodedSegments(t *testing.T) {
+	dir := writeFiles(t, map[string]string{"a.csv": "id,x\n1,1\n2,2\n"})
+	d, err := loadDir(t, dir, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(allRows(t, d, "x"), " "); got != "1 2" {
+		t.Fatalf("x reads %q", got)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "b.csv"), []byte("id,x\n3,2.5\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Recheck(context.Background()); err != nil {
+		t.Fatalf("re-index with a widening shard: %v", err)
+	}
+	if got := fieldType(t, d, "x"); !arrow.TypeEqual(got, arrow.PrimitiveTypes.Float64) {
+		t.Fatalf("x is %s after the new shard, want float64", got)
+	}
+	if got, want := strings.Join(allRows(t, d, "x"), " "), "1 2 2.5"; got != want {
+		t.Fatalf("x reads %q after the new shard, want %q", got, want)
 	}
 }

@@ -126,9 +126,18 @@ func (t *jsonType) mergeType(o *jsonType, path string) error {
 // UnifyText returns the schema inference would give the text files of a
 // dataset read as one (names name them, for errors), or nil when they are
 // not all CSV, or not all JSON Lines, with what their inference observed
-// (the caller then requires equal schemas). Files of no rows observed
-// nothing and take the others' schema.
-func UnifyText(files []*File, names []string) (*arrow.Schema, error) {
+// (the caller then requires equal schemas). Files of no rows take no part:
+// they get the others' schema.
+func UnifyText(all []*File, allNames []string) (*arrow.Schema, error) {
+	// Files of no rows observed nothing, and give no batch: their header
+	// (or lack of fields) does not count.
+	var files []*File
+	var names []string
+	for i, f := range all {
+		if f.Rows > 0 {
+			files, names = append(files, f), append(names, allNames[i])
+		}
+	}
 	if len(files) == 0 || files[0].Inferred == nil {
 		return nil, nil
 	}

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/zenithfs/zenithfs/internal/uring"
 )
@@ -173,7 +174,10 @@ func (l *Local) List(_ context.Context, prefix string) ([]Info, error) {
 			var fi fs.FileInfo
 			if e.Type()&fs.ModeSymlink != 0 {
 				if fi, err = os.Stat(p); err != nil {
-					continue // dangling, or a loop of links
+					if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ELOOP) {
+						continue // dangling, or a loop of links
+					}
+					return err // unreadable: not the same as gone
 				}
 			} else if fi, err = e.Info(); err != nil {
 				if errors.Is(err, fs.ErrNotExist) {
@@ -187,8 +191,14 @@ func (l *Local) List(_ context.Context, prefix string) ([]Info, error) {
 					continue // nothing below it can match
 				}
 				real, err := filepath.EvalSymlinks(p)
-				if err != nil || seen[real] {
-					continue
+				if err != nil {
+					if errors.Is(err, fs.ErrNotExist) {
+						continue // removed while listing
+					}
+					return err
+				}
+				if seen[real] {
+					continue // a link back up the tree
 				}
 				seen[real] = true
 				if err := walk(p, key, seen); err != nil {

@@ -15,7 +15,7 @@ func TestHeapLimitLeavesRoomForMemfdsAndTheBinary(t *testing.T) {
 	defer debug.SetMemoryLimit(old)
 	const mib = 1 << 20
 	cur := func() int64 { return debug.SetMemoryLimit(-1) / mib }
-	h := newHeapLimit(600*mib+1000, 100*mib, 3)
+	h := newHeapLimit(600*mib+1000, 100*mib, 3, 50*mib)
 	if cur() != 600 {
 		t.Fatalf("limit %d MiB at start, want 600 (rounded down to 4 MiB)", cur())
 	}
@@ -46,6 +46,10 @@ func TestHeapLimitLeavesRoomForMemfdsAndTheBinary(t *testing.T) {
 	h.set(0, 41*mib, 10*mib)
 	if cur() != 528 {
 		t.Fatalf("limit %d MiB with 3 builders of 10 MiB batches, want 528 (600 − 41 − 30, rounded down)", cur())
+	}
+	h.set(0, 41*mib, 100*mib) // 300 MiB wanted, 50 at most
+	if cur() != 508 {
+		t.Fatalf("limit %d MiB with 3 builders of 100 MiB batches, want 508 (600 − 41 − 50 at most, rounded down)", cur())
 	}
 }
 

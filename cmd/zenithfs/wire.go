@@ -103,7 +103,7 @@ func wire(ctx context.Context, cfg *Config, log *slog.Logger, workers int, check
 	hugePages := huge != nil
 	var limit *heapLimit
 	if os.Getenv("GOMEMLIMIT") == "" {
-		limit = newHeapLimit(cfg.cacheBytes+memoryMargin-limitHeadroom(cfg.cacheBytes, hugePages), cfg.cacheBytes/8+96<<20, workers+1)
+		limit = newHeapLimit(cfg.cacheBytes+memoryMargin-limitHeadroom(cfg.cacheBytes, hugePages), cfg.cacheBytes/8+96<<20, workers+1, cfg.cacheBytes/4)
 	}
 	c, err := cache.New(max(cfg.cacheBytes*5/8, 1<<20))
 	if err != nil {
@@ -260,12 +260,13 @@ type heapLimit struct {
 	mu                   sync.Mutex
 	total, floor         int64
 	builders             int64 // batches built at once (workers, and a reader's own miss)
+	maxReserve           int64 // the most kept for them (one huge batch must not pin the limit at its floor)
 	memfds, other, limit int64
 	largest              int64 // the largest batch file made so far
 }
 
-func newHeapLimit(total, floor int64, builders int) *heapLimit {
-	h := &heapLimit{total: total, floor: floor, builders: int64(builders), limit: -1}
+func newHeapLimit(total, floor int64, builders int, maxReserve int64) *heapLimit {
+	h := &heapLimit{total: total, floor: floor, builders: int64(builders), maxReserve: maxReserve, limit: -1}
 	h.update()
 	return h
 }
@@ -292,7 +293,8 @@ func (h *heapLimit) set(memfds, other, largest int64) {
 // changes only when the target crosses a 4 MiB step and never sits above
 // the target; h.mu is held (or h is not shared yet).
 func (h *heapLimit) update() {
-	lim := max((h.total-h.memfds-h.other-h.builders*h.largest)&^(4<<20-1), h.floor)
+	reserve := min(h.builders*h.largest, h.maxReserve)
+	lim := max((h.total-h.memfds-h.other-reserve)&^(4<<20-1), h.floor)
 	if lim == h.limit {
 		return
 	}
