@@ -15,7 +15,7 @@ func TestHeapLimitLeavesRoomForMemfdsAndTheBinary(t *testing.T) {
 	defer debug.SetMemoryLimit(old)
 	const mib = 1 << 20
 	cur := func() int64 { return debug.SetMemoryLimit(-1) / mib }
-	h := newHeapLimit(600*mib+1000, 100*mib, 3, 50*mib)
+	h := newHeapLimit(600*mib+1000, 100*mib, 3, 6*mib, 50*mib)
 	if cur() != 600 {
 		t.Fatalf("limit %d MiB at start, want 600 (rounded down to 4 MiB)", cur())
 	}
@@ -41,13 +41,17 @@ func TestHeapLimitLeavesRoomForMemfdsAndTheBinary(t *testing.T) {
 	if cur() != 556 {
 		t.Fatalf("limit %d MiB once the memfds are gone, want 556 (600 − 41, rounded down)", cur())
 	}
-	// Three builders of batch files up to 10 MiB: 30 MiB kept for the
-	// memfds they are about to make.
+	// Three builders of batch files up to 10 MiB: 30 MiB of memfds about
+	// to be made, 6 absorbed by the headroom, 24 kept.
 	h.set(0, 41*mib, 10*mib)
-	if cur() != 528 {
-		t.Fatalf("limit %d MiB with 3 builders of 10 MiB batches, want 528 (600 − 41 − 30, rounded down)", cur())
+	if cur() != 532 {
+		t.Fatalf("limit %d MiB with 3 builders of 10 MiB batches, want 532 (600 − 41 − 24, rounded down)", cur())
 	}
-	h.set(0, 41*mib, 100*mib) // 300 MiB wanted, 50 at most
+	h.set(0, 41*mib, 2*mib) // 6 MiB: all absorbed
+	if cur() != 556 {
+		t.Fatalf("limit %d MiB with 3 builders of 2 MiB batches, want 556 (nothing kept)", cur())
+	}
+	h.set(0, 41*mib, 100*mib) // 294 MiB wanted, 50 at most
 	if cur() != 508 {
 		t.Fatalf("limit %d MiB with 3 builders of 100 MiB batches, want 508 (600 − 41 − 50 at most, rounded down)", cur())
 	}
