@@ -253,7 +253,8 @@ func (vd *viewDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 		// store, in this reader's order, so the open that follows finds it.
 		var built bool
 		bctx := dataset.WithBuildNotice(ctx, func() { built = true })
-		if _, err := d.batches.Get(bctx, view, k, readerName(ctx, vd.scope())); err != nil {
+		b, err := d.batches.Get(bctx, view, k, readerName(ctx, vd.scope()))
+		if err != nil {
 			d.sh.log.Error("view file build failed", "file", vd.scope()+"/"+name, "err", err)
 			d.sh.errs.add(fmt.Sprintf("read %s/%s: %v", vd.scope(), name, err))
 			cnt.errors.Add(1)
@@ -272,6 +273,10 @@ func (vd *viewDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 		}
 		if built {
 			cnt.markBuilt(k)
+		} else {
+			// From the cache (another view with the same file's key):
+			// its length is the size, which this view has not seen.
+			view.NoteSize(k, b.Len())
 		}
 	}
 	f := &batchFile{sh: d.sh, dir: d, snap: s, view: view, k: k, reader: vd.scope(), count: cnt,

@@ -380,3 +380,23 @@ func TestViewPathsThatRunTogetherAreDifferentFiles(t *testing.T) {
 		t.Fatal("two view files share an inode number")
 	}
 }
+
+// The natural npz files of every seed and epoch share cache entries: after
+// one npz epoch, looking up another epoch's files decodes nothing to learn
+// their sizes (it used to build each file again beside the cached bytes).
+func TestNPZViewsOfAnotherEpochBuildNothingForTheirSizes(t *testing.T) {
+	mnt, d, pf := viewsMount(t, viewsSample(t, 1000), 0)
+	readView(t, filepath.Join(mnt, "d", "views", "seed=7,epoch=0,format=npz"))
+	built := pf.Stats().Built
+	hits, misses, _ := d.SegmentStats()
+	got := readView(t, filepath.Join(mnt, "d", "views", "seed=7,epoch=1,format=npz")) // checks stat sizes too
+	if len(got) != 10 {
+		t.Fatalf("%d files in epoch 1", len(got))
+	}
+	if st := pf.Stats(); st.Built != built {
+		t.Errorf("epoch 1 built %d more files", st.Built-built)
+	}
+	if h, m, _ := d.SegmentStats(); h != hits || m != misses {
+		t.Errorf("epoch 1 of cached npz files decoded segments: hits %d→%d, misses %d→%d", hits, h, misses, m)
+	}
+}

@@ -85,6 +85,12 @@ func daemonize(args []string, logFile string) error {
 	cmd := exec.Command(exe, append([]string{"mount", "--foreground"}, args...)...)
 	cmd.Env = append(os.Environ(), readyEnv+"=3")
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, devnull, devnull
+	// What the runtime itself prints (a fatal error, a panic outside the
+	// FUSE handlers' guards) goes to the log file rather than nowhere.
+	if lf, err := os.OpenFile(logFile, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644); err == nil {
+		defer lf.Close()
+		cmd.Stderr = lf
+	}
 	cmd.ExtraFiles = []*os.File{w}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {

@@ -1,13 +1,8 @@
 package main
 
 import (
-	"fmt"
-	iofs "io/fs"
 	"runtime/debug"
-	"syscall"
 	"testing"
-
-	"github.com/zenithfs/zenithfs/format"
 )
 
 func TestHeapLimitLeavesRoomForMemfdsAndTheBinary(t *testing.T) {
@@ -64,15 +59,5 @@ func TestSelfStatm(t *testing.T) {
 	}
 	if rss <= 0 || shared <= 0 || shared > rss {
 		t.Fatalf("rss %d, shared %d: want 0 < shared ≤ rss", rss, shared)
-	}
-}
-
-func TestUnreadableSourceIsAStartError(t *testing.T) {
-	denied := fmt.Errorf("dataset d: index a.parquet: %w", &iofs.PathError{Op: "open", Path: "/d/a.parquet", Err: syscall.EACCES})
-	if !unreadable(denied) {
-		t.Errorf("%v: not a start-up error", denied)
-	}
-	if corrupt := fmt.Errorf("dataset d: %w", format.ErrCorrupt); unreadable(corrupt) {
-		t.Errorf("%v: a corrupt source stopped the start", corrupt)
 	}
 }

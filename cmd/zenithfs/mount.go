@@ -51,7 +51,7 @@ func cmdMount(args []string) error {
 // checkMountPoint refuses anything but an empty directory (or a stale
 // mount, with a hint), before anything else happens.
 func checkMountPoint(p string) (string, error) {
-	abs, err := filepath.Abs(p)
+	abs, err := realPath(p)
 	if err != nil {
 		return "", err
 	}
@@ -85,6 +85,39 @@ func unwrapPath(err error) error {
 		return pe.Err
 	}
 	return err
+}
+
+// unmountOnSignal waits for the first signal (ctx done), then unmounts,
+// and retries every second while the mount is busy (a shell inside it, a
+// job with a batch file open), saying so; a further signal detaches the
+// mount instead (lazy unmount: gone from the namespace at once, served
+// until its last file is closed). It returns once unmounted is closed.
+func unmountOnSignal(ctx context.Context, sigs <-chan os.Signal, unmounted <-chan struct{}, unmount, detach func() error, log *slog.Logger) {
+	select {
+	case <-ctx.Done():
+	case <-unmounted:
+		return
+	}
+	log.Info("signal received; unmounting")
+	for {
+		err := unmount()
+		if err == nil {
+			return
+		}
+		log.Error("unmount failed; retrying every second (signal again to detach it now)", "err", err)
+		select {
+		case <-unmounted:
+			return
+		case <-sigs:
+			if err := detach(); err != nil {
+				log.Error("detach", "err", err)
+				continue
+			}
+			log.Info("detached; serving open files until they are closed")
+			return
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 func newLogger(cfg *Config) (*slog.Logger, io.Closer, error) {
@@ -121,8 +154,23 @@ func serve(cfg *Config, n *notifier) error {
 	if err != nil {
 		return fmt.Errorf("--check-interval: %w", err)
 	}
-	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	// A closed terminal (SIGHUP) unmounts like Ctrl-C; a log written to a
+	// pipe whose reader left (`… 2>&1 | tee log`, then Ctrl-C) must not
+	// kill the daemon before it unmounts (Go exits on SIGPIPE for fd 2
+	// unless it is ignored).
+	signal.Ignore(syscall.SIGPIPE)
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	go func() {
+		select {
+		case <-sigs:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 
 	w, err := wire(ctx, cfg, log, workers, checkEvery, progressReporter(n))
 	if err != nil {
@@ -168,14 +216,10 @@ func serve(cfg *Config, n *notifier) error {
 	}
 	defer removePidFile(cfg)
 	n.ready()
-	go func() {
-		<-ctx.Done()
-		log.Info("signal received; unmounting")
-		if err := srv.Unmount(); err != nil {
-			log.Error("unmount", "err", err)
-		}
-	}()
+	unmounted := make(chan struct{})
+	go unmountOnSignal(ctx, sigs, unmounted, srv.Unmount, func() error { return unmount(cfg.MountPoint, true) }, log)
 	srv.Wait()
+	close(unmounted)
 	log.Info("unmounted", "mountpoint", cfg.MountPoint)
 	return nil
 }

@@ -37,6 +37,28 @@ func writePidFile(cfg *Config) error {
 
 func removePidFile(cfg *Config) { os.Remove(pidFile(cfg.MountPoint)) }
 
+// realPath is p made absolute with its symbolic links resolved, as the
+// kernel lists mount points (/proc/self/mountinfo); a mount point that is
+// itself stale (ENOTCONN) is resolved through its parent, which is not.
+func realPath(p string) (string, error) {
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return "", err
+	}
+	abs = filepath.Clean(abs)
+	dir, err := filepath.EvalSymlinks(filepath.Dir(abs))
+	if err != nil {
+		return abs, nil // the checks that follow say what is wrong with it
+	}
+	full := filepath.Join(dir, filepath.Base(abs))
+	if fi, err := os.Lstat(full); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+		if r, err := filepath.EvalSymlinks(full); err == nil {
+			full = r
+		}
+	}
+	return full, nil
+}
+
 // mounted reports whether p is a mount point, from /proc/self/mountinfo.
 func mounted(p string) bool {
 	f, err := os.Open("/proc/self/mountinfo")
@@ -65,11 +87,10 @@ func cmdUmount(args []string) error {
 	if len(args) != 1 {
 		return errors.New("usage: zenithfs umount MOUNTPOINT")
 	}
-	abs, err := filepath.Abs(args[0])
+	abs, err := realPath(args[0])
 	if err != nil {
 		return err
 	}
-	abs = filepath.Clean(abs)
 	if !mounted(abs) {
 		return fmt.Errorf("%s is not mounted", abs)
 	}
