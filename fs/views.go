@@ -58,7 +58,14 @@ type viewsDir struct {
 	views map[string]*dataset.View
 	order []string // keys of views, oldest first
 	stats map[string]*viewCounters
+	// statsOrder is the keys of stats, oldest first: at most maxViewStats
+	// specs are counted (every epoch and rank is a spec of its own).
+	statsOrder []string
 }
+
+// maxViewStats bounds the specs views/_stats.json reports, the most
+// recently first read ones.
+const maxViewStats = 256
 
 var (
 	_ = (gofs.NodeLookuper)((*viewsDir)(nil))
@@ -190,6 +197,11 @@ func (v *viewsDir) counters(spec string) *viewCounters {
 	if !ok {
 		c = &viewCounters{lookupBuilt: map[int]bool{}}
 		v.stats[spec] = c
+		v.statsOrder = append(v.statsOrder, spec)
+		if len(v.statsOrder) > maxViewStats {
+			delete(v.stats, v.statsOrder[0])
+			v.statsOrder = v.statsOrder[1:]
+		}
 	}
 	return c
 }

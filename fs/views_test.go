@@ -400,3 +400,19 @@ func TestNPZViewsOfAnotherEpochBuildNothingForTheirSizes(t *testing.T) {
 		t.Errorf("epoch 1 of cached npz files decoded segments: hits %d→%d, misses %d→%d", hits, h, misses, m)
 	}
 }
+
+func TestViewStatsAreBounded(t *testing.T) {
+	v := &viewsDir{stats: map[string]*viewCounters{}}
+	for i := range maxViewStats + 50 {
+		v.counters(fmt.Sprintf("seed=1,epoch=%d", i))
+	}
+	if len(v.stats) != maxViewStats || len(v.statsOrder) != maxViewStats {
+		t.Fatalf("%d specs counted (%d in order), want %d", len(v.stats), len(v.statsOrder), maxViewStats)
+	}
+	if _, ok := v.stats[fmt.Sprintf("seed=1,epoch=%d", maxViewStats+49)]; !ok {
+		t.Fatal("the newest spec was dropped")
+	}
+	if _, ok := v.stats["seed=1,epoch=0"]; ok {
+		t.Fatal("the oldest spec was kept")
+	}
+}
