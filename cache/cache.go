@@ -17,8 +17,9 @@ import (
 // Cache maps keys to immutable batch files (in memory, or memfds) within a
 // byte budget. It is safe for concurrent use.
 type Cache struct {
-	rc     *ristretto.Cache[string, *blob.Blob]
-	budget int64
+	rc       *ristretto.Cache[string, *blob.Blob]
+	budget   int64
+	reserved atomic.Int64 // lent to memory held elsewhere (SetReserved)
 
 	hits, misses, puts, rejected, evictions atomic.Uint64
 	evictedBytes                            atomic.Uint64
@@ -73,7 +74,7 @@ func (c *Cache) Has(key string) bool {
 // it was accepted into the buffer. Put waits until the value is visible to
 // Get, so a read right after a Put hits.
 func (c *Cache) Put(key string, b *blob.Blob) bool {
-	if b.Len() > c.budget {
+	if b.Len() > c.rc.MaxCost() {
 		return false
 	}
 	c.puts.Add(1)
@@ -85,6 +86,16 @@ func (c *Cache) Put(key string, b *blob.Blob) bool {
 // Budget is the configured byte budget.
 func (c *Cache) Budget() int64 { return c.budget }
 
+// SetReserved lends n bytes of the budget to memory held elsewhere (the
+// built blocks of block-shuffled views): the cache holds at most
+// budget − n from now on, and at least an eighth of its budget. Values
+// past the new limit are evicted by the next Put.
+func (c *Cache) SetReserved(n int64) {
+	n = max(n, 0)
+	c.reserved.Store(n)
+	c.rc.UpdateMaxCost(max(c.budget-n, c.budget/8, 1))
+}
+
 // Stats are counters since New.
 type Stats struct {
 	Hits         uint64 `json:"hits"`
@@ -95,6 +106,7 @@ type Stats struct {
 	EvictedBytes uint64 `json:"evicted_bytes"`
 	Bytes        int64  `json:"bytes"`
 	Budget       int64  `json:"budget"`
+	Reserved     int64  `json:"reserved"` // lent to built blocks (SetReserved)
 }
 
 // Stats returns the counters and the bytes held now.
@@ -102,7 +114,7 @@ func (c *Cache) Stats() Stats {
 	return Stats{
 		Hits: c.hits.Load(), Misses: c.misses.Load(), Puts: c.puts.Load(), Rejected: c.rejected.Load(),
 		Evictions: c.evictions.Load(), EvictedBytes: c.evictedBytes.Load(),
-		Bytes: c.budget - c.rc.RemainingCost(), Budget: c.budget,
+		Bytes: c.rc.MaxCost() - c.rc.RemainingCost(), Budget: c.budget, Reserved: c.reserved.Load(),
 	}
 }
 

@@ -59,3 +59,42 @@ func mustData(t *testing.T, b *blob.Blob) []byte {
 	}
 	return d
 }
+
+// Memory lent to built blocks is taken from the cache: after SetReserved
+// the next puts evict down to budget − reserved, and giving it back lets
+// the cache fill again.
+func TestReservedShrinksTheCache(t *testing.T) {
+	const budget = 4 << 20
+	c, err := New(budget)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	put := func(from, n int) {
+		for i := from; i < from+n; i++ {
+			c.Put(fmt.Sprintf("k%d", i), blob.Bytes(make([]byte, 64<<10)))
+		}
+	}
+	put(0, 64) // 4 MiB
+	if st := c.Stats(); st.Bytes < budget*3/4 {
+		t.Fatalf("a 4 MiB cache holds %d bytes after 4 MiB of puts", st.Bytes)
+	}
+	c.SetReserved(3 << 20)
+	put(1000, 4)
+	if st := c.Stats(); st.Bytes > 1<<20 || st.Reserved != 3<<20 {
+		t.Fatalf("3 MiB reserved of 4: the cache holds %d bytes (reserved %d), want ≤ 1 MiB", st.Bytes, st.Reserved)
+	}
+	if c.Put("big", blob.Bytes(make([]byte, 2<<20))) {
+		t.Fatal("accepted a 2 MiB value with 1 MiB left to the cache")
+	}
+	c.SetReserved(0)
+	for range 20 { // admission weighs frequencies: ask for the new keys again
+		put(2000, 48)
+		for j := 2000; j < 2048; j++ {
+			c.Get(fmt.Sprintf("k%d", j))
+		}
+	}
+	if st := c.Stats(); st.Bytes <= 1<<20 {
+		t.Fatalf("the reserve given back, the cache still holds only %d bytes", st.Bytes)
+	}
+}

@@ -47,6 +47,14 @@ type Options struct {
 	Workers  int // parallel index workers (default 1)
 	// SegmentCacheBytes bounds decoded segments kept for reuse (default 64 MiB).
 	SegmentCacheBytes int64
+	// BlockBytes bounds the memory of block-shuffled views' built blocks
+	// (default 256 MiB); a view whose block does not fit is refused. See
+	// blockMemo.
+	BlockBytes int64
+	// Reserve, when set, is told of every change of the memory held by
+	// built blocks (bytes, positive or negative), so that the caller can
+	// take it from another share of its budget.
+	Reserve func(delta int64)
 	// CheckInterval is the least time between two source-change checks (0: every call).
 	CheckInterval time.Duration
 	// VerifyAfterBuild re-stats the sources of each batch after building it,
@@ -82,6 +90,9 @@ func (o *Options) defaults() {
 	if o.SegmentCacheBytes <= 0 {
 		o.SegmentCacheBytes = 64 << 20
 	}
+	if o.BlockBytes <= 0 {
+		o.BlockBytes = 256 << 20
+	}
 	if o.ReadAhead <= 0 {
 		o.ReadAhead = 1
 	}
@@ -108,6 +119,8 @@ type Dataset struct {
 	opts Options
 	log  *slog.Logger
 	segs *segCache
+	// blocks holds block-shuffled views' built blocks, shared by every view.
+	blocks *blockMemo
 
 	mu        sync.Mutex // serialises loads and checks
 	cur       atomic.Pointer[Snapshot]
@@ -146,7 +159,8 @@ func (d *Dataset) Progress() IndexProgress {
 // New returns a dataset; call Load before use.
 func New(name string, loc Location, opts Options) *Dataset {
 	opts.defaults()
-	return &Dataset{Name: name, loc: loc, opts: opts, log: opts.Logger.With("dataset", name), segs: newSegCache(opts.SegmentCacheBytes)}
+	return &Dataset{Name: name, loc: loc, opts: opts, log: opts.Logger.With("dataset", name), segs: newSegCache(opts.SegmentCacheBytes),
+		blocks: newBlockMemo(opts.BlockBytes, opts.Reserve)}
 }
 
 // List returns the dataset's source objects, in order. It fails if the

@@ -3,7 +3,6 @@ package dataset
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"runtime"
 	"sort"
@@ -45,20 +44,8 @@ type View struct {
 	blockOrder []int32
 	blockStart []int
 
-	mu     sync.Mutex
-	sizes  []int64 // exact sizes once known; -1 while unknown
-	blocks map[int]*blockCall
-	recent []int // blocks memoized, oldest first
-}
-
-// keptBlocks bounds the memoized blocks of a block-shuffled view: the one
-// being read and the one being prefetched.
-const keptBlocks = 2
-
-type blockCall struct {
-	done chan struct{}
-	recs []arrow.RecordBatch
-	err  error
+	mu    sync.Mutex
+	sizes []int64 // exact sizes once known; -1 while unknown
 }
 
 // View returns the view of s described by spec. It fails (wrapping
@@ -66,7 +53,7 @@ type blockCall struct {
 // larger than the number of batches.
 func (s *Snapshot) View(spec ViewSpec) (*View, error) {
 	total := s.NumBatches()
-	v := &View{snap: s, spec: spec, total: total, n: total, blocks: map[int]*blockCall{}}
+	v := &View{snap: s, spec: spec, total: total, n: total}
 	if spec.World > 0 {
 		if spec.World > total {
 			return nil, fmt.Errorf("%w %q: world %d is larger than the %d batches of the dataset", ErrBadView, spec, spec.World, total)
@@ -82,6 +69,9 @@ func (s *Snapshot) View(spec ViewSpec) (*View, error) {
 		v.blockStart = make([]int, nb+1)
 		for p, b := range v.blockOrder {
 			v.blockStart[p+1] = v.blockStart[p] + min(spec.Block, total-int(b)*spec.Block)
+		}
+		if err := v.blocksFit(); err != nil {
+			return nil, err
 		}
 	}
 	v.sizes = make([]int64, v.n)
@@ -312,59 +302,57 @@ func (v *View) verify(ctx context.Context, lo, hi int) error {
 }
 
 // blockFile returns the record of epoch position pos of a block-shuffled
-// view, building (once) the whole block it belongs to.
+// view, building (once for every view of the dataset) the whole block it
+// belongs to.
 func (v *View) blockFile(ctx context.Context, pos int) (arrow.RecordBatch, error) {
 	p := sort.Search(len(v.blockOrder), func(p int) bool { return v.blockStart[p+1] > pos })
 	b := int(v.blockOrder[p])
-	for {
-		v.mu.Lock()
-		c, ok := v.blocks[b]
-		if !ok {
-			c = &blockCall{done: make(chan struct{})}
-			v.blocks[b] = c
-			v.recent = append(v.recent, b)
-			if len(v.recent) > keptBlocks {
-				delete(v.blocks, v.recent[0])
-				v.recent = v.recent[1:]
-			}
-		}
-		v.mu.Unlock()
-		if !ok {
-			c.recs, c.err = v.buildBlock(ctx, b)
-			if c.err != nil {
-				v.forget(b, c)
-			}
-			close(c.done)
-		} else {
-			select {
-			case <-c.done:
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			}
-		}
-		if c.err != nil && ctx.Err() == nil && (errors.Is(c.err, context.Canceled) || errors.Is(c.err, context.DeadlineExceeded)) {
-			continue // the builder gave up; this caller still wants it
-		}
-		if c.err != nil {
-			return nil, c.err
-		}
-		return c.recs[pos-v.blockStart[p]], nil
-	}
+	key := fmt.Sprintf("%s/block:%d,seed=%d,epoch=%d/%d", v.snap.ID, v.spec.Block, v.spec.Seed, v.spec.Epoch, b)
+	return v.snap.ds.blocks.file(ctx, key, pos-v.blockStart[p], v.blockEstimate(b), func(ctx context.Context) ([]arrow.RecordBatch, error) {
+		return v.buildBlock(ctx, b)
+	})
 }
 
-func (v *View) forget(b int, c *blockCall) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if v.blocks[b] == c {
-		delete(v.blocks, b)
-		for i, x := range v.recent {
-			if x == b {
-				v.recent = append(v.recent[:i], v.recent[i+1:]...)
-				break
-			}
+// blockEstimate is block b's decoded size, estimated as the size of its
+// batches as Arrow IPC files (their buffers, padded, and a few hundred
+// bytes of metadata). Batches that failed to index count nothing.
+func (v *View) blockEstimate(b int) int64 {
+	K := v.spec.Block
+	var n int64
+	for k := b * K; k < min((b+1)*K, v.total); k++ {
+		if sz, err := v.snap.Size(k); err == nil {
+			n += sz
 		}
 	}
+	return n
 }
+
+// blocksFit refuses a block shuffle whose working set, one block being
+// read and the next one being built (twice its size while it is cut),
+// does not fit in the memory the dataset allows for built blocks.
+func (v *View) blocksFit() error {
+	var most, batch int64
+	for b := range v.blockOrder {
+		most = max(most, v.blockEstimate(b))
+	}
+	for k := range v.total {
+		if sz, err := v.snap.Size(k); err == nil {
+			batch = max(batch, sz)
+		}
+	}
+	room := v.snap.ds.blocks.max
+	if 3*most <= room {
+		return nil
+	}
+	hint := "no block shuffle fits: use shuffle=batch, or a larger --cache-size"
+	if k := room / 3 / max(batch, 1); k >= 1 {
+		hint = fmt.Sprintf("use shuffle=block:%d or less, or a larger --cache-size", k)
+	}
+	return fmt.Errorf("%w %q: a block of %d batches holds about %s decoded, and a block shuffle needs room for three (one read, the next built and cut) within the %s allowed for blocks; %s",
+		ErrBadView, v.spec, v.spec.Block, mib(most), mib(room), hint)
+}
+
+func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
 
 // buildBlock reads natural batches [bK, bK+K) and returns them as files:
 // their rows in a permuted order, cut at the batch size.

@@ -80,12 +80,14 @@ type DatasetState struct {
 	SegHits     uint64                `json:"segment_cache_hits"`
 	SegMisses   uint64                `json:"segment_cache_misses"`
 	SegBytes    int64                 `json:"segment_cache_bytes"`
+	// Blocks: block-shuffled views' built blocks, shared by all the views.
+	Blocks dataset.BlockStats `json:"blocks"`
 	// Views: reads and prefetch hits per view (canonical spec).
 	Views map[string]ViewStats `json:"views,omitempty"`
 }
 
 func datasetState(d *dataset.Dataset, views map[string]ViewStats) ([]byte, error) {
-	st := DatasetState{Name: d.Name, State: "ready", Views: views, Index: d.Progress()}
+	st := DatasetState{Name: d.Name, State: "ready", Views: views, Index: d.Progress(), Blocks: d.BlockStats()}
 	st.SegHits, st.SegMisses, st.SegBytes = d.SegmentStats()
 	if s, err := d.Current(); err != nil {
 		st.State, st.Error = "error", err.Error()

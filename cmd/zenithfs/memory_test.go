@@ -2,11 +2,17 @@ package main
 
 import (
 	"crypto/rand"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -85,32 +91,62 @@ func TestMemoryStaysWithinBudget(t *testing.T) {
 			if len(extra) > 0 && os.Geteuid() != 0 {
 				t.Skip("--passthrough needs root")
 			}
-			readWithinBudget(t, data, size, budget, extra)
+			readWithinBudget(t, data, size, budget, extra, "")
 		})
 	}
+	// A block shuffle holds whole blocks decoded: the largest block size
+	// the budget allows stays within the bound too, and a larger one is
+	// refused with the reason (before blocks were budgeted, block:64 held
+	// two 128 MiB blocks beside the cache).
+	t.Run("block shuffle", func(t *testing.T) {
+		var extra []string
+		if os.Geteuid() == 0 {
+			extra = []string{"--passthrough"}
+		}
+		readWithinBudget(t, data, size, budget, extra, "seed=1,epoch=0,shuffle=block:64")
+	})
 }
 
-func readWithinBudget(t *testing.T, data string, size, budget int64, extra []string) {
+// ranks read a block shuffle at once in readWithinBudget.
+const ranks = 4
+
+// readWithinBudget reads every batch file of the dataset and checks the
+// daemon's peak memory. With tooBig set it reads block shuffles instead:
+// it checks that the tooBig one is refused, reads the largest block size
+// the budget allows, then has four ranks of a block shuffle half as big
+// read their shares at once, as four trainers would.
+func readWithinBudget(t *testing.T, data string, size, budget int64, extra []string, tooBig string) {
 	args := append([]string{"--dataset", "blobs=" + data, "--batch-size", "32", "--cache-size", "64MiB", "--prefetch", "8"}, extra...)
 	mnt := mountDaemon(t, args...)
 	pid := daemonPid(t, mnt)
-	ents, err := os.ReadDir(filepath.Join(mnt, "blobs"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var read int64
-	for _, e := range ents {
-		if !strings.HasSuffix(e.Name(), ".arrow") || strings.HasPrefix(e.Name(), "_") {
-			continue
+	root := filepath.Join(mnt, "blobs")
+	if tooBig == "" {
+		if n := readDirs(t, root); n < 5*budget {
+			t.Fatalf("read only %d bytes; the test needs ≥ 5× the %d budget", n, budget)
 		}
-		b, err := os.ReadFile(filepath.Join(mnt, "blobs", e.Name()))
-		if err != nil {
-			t.Fatal(err)
+	} else {
+		spec, k := largestBlocks(t, root, tooBig)
+		if n := readDirs(t, filepath.Join(root, "views", spec)); n < 5*budget {
+			t.Fatalf("read only %d bytes; the test needs ≥ 5× the %d budget", n, budget)
 		}
-		read += int64(len(b))
-	}
-	if read < 5*budget {
-		t.Fatalf("read only %d bytes; the test needs ≥ 5× the %d budget", read, budget)
+		before := blockStats(t, mnt)
+		half := strings.Replace(spec, fmt.Sprintf("block:%d", k), fmt.Sprintf("block:%d", max(k/2, 1)), 1)
+		var dirs []string
+		for r := range ranks {
+			dirs = append(dirs, filepath.Join(root, "views", fmt.Sprintf("%s,rank=%d,world=%d", half, r, ranks)))
+		}
+		n := readDirs(t, dirs...)
+		after := blockStats(t, mnt)
+		// Each rank is its own view, and they share the built blocks.
+		// Ranks that drift apart by more than the room allows build some
+		// blocks again; each rank building every block was the old way.
+		blocks := uint64(size / 32 / (64 << 10) / int64(max(k/2, 1)))
+		builds := after.Builds - before.Builds
+		t.Logf("%s: %d ranks read %d MiB; blocks built %d (the epoch has %d), held %d MiB of %d MiB",
+			half, ranks, n>>20, builds, blocks, after.Bytes>>20, after.Max>>20)
+		if after.Bytes > after.Max || builds < blocks || builds >= ranks*blocks/2 {
+			t.Fatalf("%d ranks of a block shuffle of %d blocks: %d block builds, %d of %d bytes held", ranks, blocks, builds, after.Bytes, after.Max)
+		}
 	}
 	rss := vmHWM(t, pid)
 	var st struct {
@@ -127,7 +163,7 @@ func readWithinBudget(t *testing.T, data string, size, budget int64, extra []str
 		}
 		peak = max(peak, st.Memfds.PeakTotal)
 	}
-	t.Logf("source %d MiB, read %d MiB through the mount, daemon peak RSS %d MiB, peak RSS + memfds %d MiB, budget %d MiB", size>>20, read>>20, rss>>20, peak>>20, budget>>20)
+	t.Logf("source %d MiB, daemon peak RSS %d MiB, peak RSS + memfds %d MiB, budget %d MiB", size>>20, rss>>20, peak>>20, budget>>20)
 	if peak > budget+150<<20 {
 		t.Fatalf("daemon peak memory %d MiB exceeds budget %d MiB + 150 MiB", peak>>20, budget>>20)
 	}
@@ -142,4 +178,86 @@ func readWithinBudget(t *testing.T, data string, size, budget int64, extra []str
 			t.Fatalf("the daemon advised %d MiB of its heap for huge pages, want ≥ the %d MiB budget", n>>20, budget>>20)
 		}
 	}
+}
+
+// readDirs reads every batch file of dirs, one goroutine per directory,
+// and returns the bytes read.
+func readDirs(t *testing.T, dirs ...string) int64 {
+	t.Helper()
+	var read atomic.Int64
+	var wg sync.WaitGroup
+	for _, dir := range dirs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ents, err := os.ReadDir(dir)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			for _, e := range ents {
+				if !strings.HasSuffix(e.Name(), ".arrow") || strings.HasPrefix(e.Name(), "_") {
+					continue
+				}
+				b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				read.Add(int64(len(b)))
+			}
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	return read.Load()
+}
+
+type blockCounters struct {
+	Builds uint64 `json:"builds"`
+	Bytes  int64  `json:"bytes"`
+	Max    int64  `json:"max"`
+}
+
+// blockStats reads the blocks counters of .zenith/datasets/blobs.
+func blockStats(t *testing.T, mnt string) blockCounters {
+	t.Helper()
+	var ds struct {
+		Blocks *blockCounters `json:"blocks"`
+	}
+	b, err := os.ReadFile(filepath.Join(mnt, ".zenith", "datasets", "blobs"))
+	if err == nil {
+		err = json.Unmarshal(b, &ds)
+	}
+	if err != nil || ds.Blocks == nil {
+		t.Fatalf(".zenith/datasets/blobs: %v\n%s", err, b)
+	}
+	return *ds.Blocks
+}
+
+// largestBlocks checks that the view tooBig is refused (EINVAL, with the
+// largest block size that fits in .zenith/errors) and returns that view
+// and its block size.
+func largestBlocks(t *testing.T, dir, tooBig string) (string, int) {
+	t.Helper()
+	_, err := os.Stat(filepath.Join(dir, "views", tooBig))
+	if !errors.Is(err, syscall.EINVAL) {
+		t.Fatalf("stat views/%s: %v, want EINVAL", tooBig, err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "..", ".zenith", "errors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`use shuffle=block:(\d+) or less`).FindSubmatch(b)
+	if m == nil {
+		t.Fatalf(".zenith/errors says nothing of the largest block size:\n%s", b)
+	}
+	spec := regexp.MustCompile(`block:\d+`).ReplaceAllString(tooBig, "block:"+string(m[1]))
+	if spec == tooBig {
+		t.Fatalf("%s is refused, and .zenith/errors suggests it", tooBig)
+	}
+	k, _ := strconv.Atoi(string(m[1]))
+	return spec, k
 }

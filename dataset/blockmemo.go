@@ -1,0 +1,219 @@
+package dataset
+
+import (
+	"container/list"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/apache/arrow-go/v18/arrow"
+)
+
+// blockMemo keeps the files of built blocks of block-shuffled views: a
+// block's K batches decoded, their rows permuted and cut back into files.
+// It belongs to the dataset, not to a view: the W ranks of a block shuffle
+// are W views that read the same blocks (and npz and Arrow views of one
+// shuffle too), and each block is built once for all of them.
+//
+// Its memory is bounded by max. One block is built at a time (its
+// batches are decoded in parallel), charged twice its estimate while it
+// is (the concatenated block and the files cut from it); a built block is
+// charged its size. To make room, built blocks whose every file has been
+// handed out are dropped first, least recently used first. Only a build a
+// reader waits on (its context carries a build notice, as fs/ gives every
+// read) drops a block with files still to hand out; a speculative build
+// (prefetch) waits for room instead, so that reading ahead never drops the
+// block the readers are still cutting files from. Every change of the
+// charge is passed to reserve, so the caller can take as much from another
+// share of the memory budget (cmd/zenithfs shrinks the read cache by it).
+// View refuses a block size whose working set (one block being read, the
+// next being built) does not fit in max.
+type blockMemo struct {
+	max     int64
+	reserve func(delta int64)
+
+	mu       sync.Mutex
+	calls    map[string]*blockCall
+	ll       *list.List    // built blocks, front = most recent
+	bytes    int64         // charged now
+	building bool          // a block is being built
+	changed  chan struct{} // closed (and replaced) when room may have freed
+	builds   uint64
+}
+
+type blockCall struct {
+	key    string
+	done   chan struct{}
+	recs   []arrow.RecordBatch
+	err    error
+	bytes  int64         // charged for this block
+	elem   *list.Element // in ll once built
+	served []bool        // files handed out at least once
+	left   int           // files never handed out
+}
+
+func newBlockMemo(max int64, reserve func(int64)) *blockMemo {
+	if reserve == nil {
+		reserve = func(int64) {}
+	}
+	return &blockMemo{max: max, reserve: reserve, calls: map[string]*blockCall{}, ll: list.New(), changed: make(chan struct{})}
+}
+
+// file returns file i of the block under key, building the block with
+// build (once, however many views ask at once) on a miss. est is the
+// block's decoded size, estimated from its batches' sizes.
+func (m *blockMemo) file(ctx context.Context, key string, i int, est int64, build func(context.Context) ([]arrow.RecordBatch, error)) (arrow.RecordBatch, error) {
+	demand := onDemand(ctx)
+	for {
+		m.mu.Lock()
+		c, ok := m.calls[key]
+		if ok && c.elem != nil {
+			m.ll.MoveToFront(c.elem)
+		}
+		if !ok && (m.building || !demand && m.evictable() < m.bytes+2*est-m.max) {
+			ch := m.changed
+			m.mu.Unlock()
+			select {
+			case <-ch:
+				continue
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		if !ok {
+			c = &blockCall{key: key, done: make(chan struct{}), bytes: 2 * est}
+			m.calls[key] = c
+			m.builds++
+			m.building = true
+			m.chargeLocked(c.bytes, c, demand)
+		}
+		m.mu.Unlock()
+		if !ok {
+			recs, err := build(ctx)
+			m.finish(c, recs, err)
+		} else {
+			select {
+			case <-c.done:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		if c.err != nil && ctx.Err() == nil && (errors.Is(c.err, context.Canceled) || errors.Is(c.err, context.DeadlineExceeded)) {
+			continue // the builder gave up; this caller still wants it
+		}
+		if c.err != nil {
+			return nil, c.err
+		}
+		if i < 0 || i >= len(c.recs) {
+			return nil, fmt.Errorf("block %s: file %d of %d", key, i, len(c.recs))
+		}
+		m.mu.Lock()
+		if !c.served[i] {
+			c.served[i] = true
+			c.left--
+			if c.left == 0 {
+				m.notifyLocked()
+			}
+		}
+		m.mu.Unlock()
+		return c.recs[i], nil
+	}
+}
+
+// finish records the outcome of c's build: a built block is kept (and
+// charged its size), a failed one forgotten.
+func (m *blockMemo) finish(c *blockCall, recs []arrow.RecordBatch, err error) {
+	m.mu.Lock()
+	c.recs, c.err = recs, err
+	was := c.bytes
+	c.bytes = 0
+	if err != nil {
+		if m.calls[c.key] == c {
+			delete(m.calls, c.key)
+		}
+	} else {
+		for _, r := range recs {
+			c.bytes += recordBytes(r)
+		}
+		c.served, c.left = make([]bool, len(recs)), len(recs)
+		c.elem = m.ll.PushFront(c)
+	}
+	m.building = false
+	m.chargeLocked(c.bytes-was, c, false)
+	m.notifyLocked()
+	m.mu.Unlock()
+	close(c.done)
+}
+
+// evictable is what dropping the built blocks whose every file has been
+// handed out would free. m.mu is held.
+func (m *blockMemo) evictable() int64 {
+	var n int64
+	for e := m.ll.Front(); e != nil; e = e.Next() {
+		if c := e.Value.(*blockCall); c.left == 0 {
+			n += c.bytes
+		}
+	}
+	return n
+}
+
+// chargeLocked adds delta to the charge and, while it is over max, drops
+// built blocks other than keep, least recently used first: those whose
+// every file has been handed out, then (all: a reader waits) any. It
+// tells reserve the net change. m.mu is held.
+func (m *blockMemo) chargeLocked(delta int64, keep *blockCall, all bool) {
+	was := m.bytes
+	m.bytes += delta
+	for _, onlyDone := range []bool{true, false} {
+		if !onlyDone && !all {
+			break
+		}
+		for e := m.ll.Back(); e != nil && m.bytes > m.max; {
+			c := e.Value.(*blockCall)
+			prev := e.Prev()
+			if c != keep && (c.left == 0 || !onlyDone) {
+				m.ll.Remove(e)
+				c.elem = nil
+				if m.calls[c.key] == c {
+					delete(m.calls, c.key)
+				}
+				m.bytes -= c.bytes
+				c.bytes = 0
+			}
+			e = prev
+		}
+	}
+	if m.bytes != was {
+		m.reserve(m.bytes - was)
+	}
+}
+
+// notifyLocked wakes the builds waiting for their turn or for room.
+func (m *blockMemo) notifyLocked() {
+	close(m.changed)
+	m.changed = make(chan struct{})
+}
+
+// onDemand reports whether a reader waits on the build under ctx (fs/
+// gives every read a build notice; a prefetch worker's build has none).
+func onDemand(ctx context.Context) bool {
+	_, ok := ctx.Value(buildNoticeKey{}).(func())
+	return ok
+}
+
+// BlockStats are the counters of a dataset's built blocks (block-shuffled
+// views).
+type BlockStats struct {
+	Builds uint64 `json:"builds"` // blocks built
+	Bytes  int64  `json:"bytes"`  // memory charged to blocks now
+	Max    int64  `json:"max"`    // the most they may hold
+}
+
+// BlockStats returns the counters of the dataset's built blocks.
+func (d *Dataset) BlockStats() BlockStats {
+	m := d.blocks
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return BlockStats{Builds: m.builds, Bytes: m.bytes, Max: m.max}
+}
