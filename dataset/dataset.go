@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"path"
+	"runtime/debug"
 	"sort"
 	"strings"
 	"sync"
@@ -25,7 +26,36 @@ import (
 
 // indexVersion is part of every index key: bump it when the batch encoding
 // or the index layout changes, so old persisted indexes are not trusted.
+// The arrow-go module's version goes into the keys with it (indexKey): a
+// build on another arrow-go may encode the same batch to other bytes.
 const indexVersion = "zenithfs-index-3" // 2: IPC streams with dictionaries; 3: text files keep what inference saw
+
+// arrowModule is the module whose version indexKey records.
+const arrowModule = "github.com/apache/arrow-go/v18"
+
+// indexKey is indexVersion followed by the version of arrow-go this binary
+// was built with.
+func indexKey() string {
+	bi, _ := debug.ReadBuildInfo()
+	return indexKeyOf(bi)
+}
+
+// indexKeyOf is indexKey for the build bi: "(unknown)" stands for the
+// version where bi carries none (test binaries carry no dependencies).
+func indexKeyOf(bi *debug.BuildInfo) string {
+	ver := "(unknown)"
+	if bi != nil {
+		for _, m := range bi.Deps {
+			if m.Path == arrowModule {
+				ver = m.Version
+				if m.Replace != nil {
+					ver += " => " + m.Replace.Path + "@" + m.Replace.Version
+				}
+			}
+		}
+	}
+	return indexVersion + " " + arrowModule + "@" + ver
+}
 
 // ErrChanged is returned when a source changed while a batch was built from
 // it; the batch is discarded, never served.
@@ -119,6 +149,8 @@ type Dataset struct {
 	opts Options
 	log  *slog.Logger
 	segs *segCache
+	// key is indexKey(): part of every persisted index's key.
+	key string
 	// blocks holds block-shuffled views' built blocks, shared by every view.
 	blocks *blockMemo
 
@@ -160,7 +192,7 @@ func (d *Dataset) Progress() IndexProgress {
 func New(name string, loc Location, opts Options) *Dataset {
 	opts.defaults()
 	return &Dataset{Name: name, loc: loc, opts: opts, log: opts.Logger.With("dataset", name), segs: newSegCache(opts.SegmentCacheBytes),
-		blocks: newBlockMemo(opts.BlockBytes, opts.Reserve)}
+		key: indexKey(), blocks: newBlockMemo(opts.BlockBytes, opts.Reserve)}
 }
 
 // List returns the dataset's source objects, in order. It fails if the
@@ -653,9 +685,9 @@ func (s *Snapshot) SchemaFile() []byte {
 	return buf.Bytes()
 }
 
-func snapshotID(loc Location, infos []source.Info, opts Options) string {
+func snapshotID(key string, loc Location, infos []source.Info, opts Options) string {
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\n%s\n%d\n", indexVersion, loc.StoreID, opts.BatchSize)
+	fmt.Fprintf(h, "%s\n%s\n%d\n", key, loc.StoreID, opts.BatchSize)
 	if opts.Format.Schema != nil {
 		h.Write(format.EncodeSchema(opts.Format.Schema))
 	}

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/debug"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -445,5 +447,24 @@ func TestReadErrorsAreNotCorruption(t *testing.T) {
 	}
 	if errors.Is(err, format.ErrCorrupt) {
 		t.Fatalf("load with failing reads says corrupt: %v", err)
+	}
+}
+
+// TestIndexKeyNamesArrowGo checks that persisted indexes are keyed by the
+// arrow-go version the binary encodes with, so a build on another version
+// does not trust their batch sizes (cmd/zenithfs checks the built daemon).
+func TestIndexKeyNamesArrowGo(t *testing.T) {
+	build := func(ver string, repl *debug.Module) *debug.BuildInfo {
+		return &debug.BuildInfo{Deps: []*debug.Module{{Path: "golang.org/x/sys", Version: "v0.1.0"}, {Path: arrowModule, Version: ver, Replace: repl}}}
+	}
+	a, b := indexKeyOf(build("v18.8.0", nil)), indexKeyOf(build("v18.9.0", nil))
+	if a == b || !strings.HasPrefix(a, indexVersion) || !strings.Contains(a, "v18.8.0") {
+		t.Fatalf("keys %q and %q: want indexVersion and each arrow-go version", a, b)
+	}
+	if c := indexKeyOf(build("v18.8.0", &debug.Module{Path: "../arrow-go", Version: ""})); c == a {
+		t.Fatalf("a replaced arrow-go gives the same key %q", c)
+	}
+	if u := indexKeyOf(nil); u == a || !strings.HasPrefix(u, indexVersion) {
+		t.Fatalf("no build information: key %q", u)
 	}
 }

@@ -43,7 +43,7 @@ type persisted struct {
 
 func (d *Dataset) index(ctx context.Context, infos []source.Info) (*Snapshot, error) {
 	start := time.Now()
-	s := &Snapshot{ds: d, BatchSize: int64(d.opts.BatchSize), ID: snapshotID(d.loc, infos, d.opts), PermID: permID(d.loc, infos, d.opts)}
+	s := &Snapshot{ds: d, BatchSize: int64(d.opts.BatchSize), ID: snapshotID(d.key, d.loc, infos, d.opts), PermID: permID(d.loc, infos, d.opts)}
 	s.Files = make([]*SourceFile, len(infos))
 	pr := &d.progress
 	pr.running.Store(true)
@@ -103,7 +103,7 @@ func (d *Dataset) index(ctx context.Context, infos []source.Info) (*Snapshot, er
 			return nil, err
 		}
 		if len(s.batchErrs) == 0 {
-			d.saveSizes(persisted{Version: indexVersion, ID: s.ID, Rows: s.Rows, Sizes: s.sizes})
+			d.saveSizes(persisted{Version: d.key, ID: s.ID, Rows: s.Rows, Sizes: s.sizes})
 		}
 	}
 	s.IndexedIn = time.Since(start)
@@ -189,7 +189,7 @@ func (d *Dataset) unifyText(files []*SourceFile) error {
 
 func (d *Dataset) fileKey(info source.Info) string {
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\n%s\n%s\n%s\nseg=%d\n", indexVersion, d.loc.StoreID, info.Key, info.Identity(), d.opts.Format.SegmentRows)
+	fmt.Fprintf(h, "%s\n%s\n%s\n%s\nseg=%d\n", d.key, d.loc.StoreID, info.Key, info.Identity(), d.opts.Format.SegmentRows)
 	if d.opts.Format.Schema != nil {
 		h.Write(format.EncodeSchema(d.opts.Format.Schema))
 	}
@@ -318,7 +318,7 @@ func (d *Dataset) saveFileIndex(key string, f *format.File) { d.saveJSON("files"
 func (d *Dataset) loadSizes(id string) (persisted, bool) {
 	var p persisted
 	ok := d.loadJSON("batches", id, &p)
-	return p, ok && p.Version == indexVersion && p.ID == id
+	return p, ok && p.Version == d.key && p.ID == id
 }
 
 func (d *Dataset) saveSizes(p persisted) { d.saveJSON("batches", p.ID, p) }
