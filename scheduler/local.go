@@ -28,13 +28,19 @@ s=$?
 echo "$s" > "$ex"
 exit "$s"`
 
-// copierScript copies the job's output pipe into the log file. It runs as a
+// LogCopierScript copies a job's output into its log, keeping the log
+// within a cap: run as /bin/sh -c LogCopierScript zenith-log LEFT CAP with
+// the output on stdin and the log (opened for append) on stdout, where
+// LEFT is what the cap leaves of the log (< 0: no cap) and CAP the cap,
+// for the note. The local runner and scheduler/slurm's batch script use it.
+//
+// Here it copies the job's output pipe into the log file. It runs as a
 // separate process in its own process group, so it outlives a crashed daemon
 // (the job never sees a broken pipe) and is not hit by the signals sent to
 // the job. Past the cap it keeps reading and drops the bytes, so the job
 // never blocks; it notes the truncation in the log. head's stdout is made
 // unbuffered (coreutils stdbuf) so that the log grows as the job writes.
-const copierScript = `cap=$1
+const LogCopierScript = `cap=$1
 if [ "$cap" -lt 0 ]; then exec cat; fi
 if command -v stdbuf >/dev/null 2>&1; then stdbuf -o0 head -c "$cap"; else head -c "$cap"; fi
 if [ "$(head -c 1 | wc -c)" -gt 0 ]; then
@@ -169,7 +175,7 @@ func (r *LocalRunner) Start(ctx context.Context, req RunRequest) (RunRef, error)
 	if err != nil {
 		return "", fmt.Errorf("start %s: pipe: %w", req.Name, err)
 	}
-	copier := exec.Command("/bin/sh", "-c", copierScript, "zenith-log", strconv.FormatInt(capLeft, 10), strconv.FormatInt(r.cfg.LogCap, 10))
+	copier := exec.Command("/bin/sh", "-c", LogCopierScript, "zenith-log", strconv.FormatInt(capLeft, 10), strconv.FormatInt(r.cfg.LogCap, 10))
 	copier.Stdin, copier.Stdout, copier.Stderr = pr, logf, logf
 	copier.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := copier.Start(); err != nil {

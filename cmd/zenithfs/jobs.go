@@ -21,7 +21,7 @@ func newScheduler(ctx context.Context, cfg *Config, log *slog.Logger) (*schedule
 	}
 	var runner scheduler.Runner
 	if cfg.Jobs == "slurm" {
-		r := slurm.New(slurm.Config{Logger: log, Workdir: filepath.Join(cfg.StateDir, "work"), JobCompLog: "/var/log/slurm/jobcomp.log"})
+		r := slurm.New(slurm.Config{Logger: log, LogCap: scheduler.DefaultLogCap, Workdir: filepath.Join(cfg.StateDir, "work"), JobCompLog: "/var/log/slurm/jobcomp.log"})
 		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 		if err := r.Ping(pctx); err != nil {

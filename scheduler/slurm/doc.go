@@ -20,7 +20,14 @@
 // inherits the submitting daemon's environment (sbatch's --export=ALL).
 // Both streams go to RunRequest.LogPath, the file the control tree serves as
 // the job's log; on a real cluster that path must be on a file system the
-// compute nodes share with the submitting machine. Slurm, not the scheduler,
+// compute nodes share with the submitting machine. With Config.LogCap (the
+// daemon sets the scheduler's 64 MiB) the log stays within the cap over
+// all attempts, as the local runner's does: the script runs the command
+// with its output into a FIFO read by the scheduler's log copier, which
+// appends what the cap leaves of the log (its size when the attempt
+// starts) and drops the rest with a note; the copier ignores the SIGTERM
+// of a cancel so the job's last words still arrive, and the script ends
+// with the command's exit status or signal. Slurm, not the scheduler,
 // places jobs on GPUs (AllocatesGPUs is true): with gres.conf File= entries
 // it sets CUDA_VISIBLE_DEVICES and SLURM_JOB_GPUS for the job, and Poll
 // reports the allocated indices from `scontrol show job -d`.

@@ -51,6 +51,12 @@ type Config struct {
 	// Workdir is the working directory of jobs whose request has none
 	// (sbatch --chdir); "" leaves it to sbatch (the daemon's directory).
 	Workdir string
+	// LogCap caps each job's log, all attempts together (the scheduler's
+	// Config.LogCap): the batch script pipes the command's output through
+	// the scheduler's log copier, which drops the excess with a note in
+	// the log. <= 0: uncapped (the script execs the command, and Slurm
+	// writes its output straight to the log).
+	LogCap int64
 	// ExtraArgs are appended to every sbatch command line (e.g.
 	// "--account=ml", "--qos=high", "--constraint=a100").
 	ExtraArgs []string

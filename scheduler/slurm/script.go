@@ -164,13 +164,61 @@ func buildScript(req scheduler.RunRequest, cfg Config) string {
 		// One copy of the command per task; a task that fails ends the others.
 		argv = append([]string{cfg.bin("srun"), "--kill-on-bad-exit=1"}, argv...)
 	}
-	b.WriteString("exec")
-	for _, a := range argv {
-		b.WriteByte(' ')
-		b.WriteString(shellQuote(a))
+	var cmd strings.Builder
+	for i, a := range argv {
+		if i > 0 {
+			cmd.WriteByte(' ')
+		}
+		cmd.WriteString(shellQuote(a))
 	}
-	b.WriteByte('\n')
+	if cfg.LogCap > 0 {
+		writeCapped(&b, cmd.String(), req.LogPath, cfg.LogCap)
+	}
+	b.WriteString("exec " + cmd.String() + "\n")
 	return b.String()
+}
+
+// cappedRun runs the command with its output through the log copier
+// (scheduler.LogCopierScript), which appends at most what the cap leaves
+// of the log (all attempts together: the log's size is read at the start)
+// and drops the rest with a note. Parameters: %[1]s the command, %[2]s
+// the log path, %[3]d the cap, %[4]s the copier script, all quoted.
+//
+// The copier reads a FIFO; it ignores the SIGTERM that Slurm sends every
+// process of a cancelled job, so that what the job writes while it stops
+// still reaches the log. The script waits for the command (a signal trap
+// defers until it ends), closes the FIFO, gives the copier up to 2 s to
+// drain it, and ends as the command did: with its exit status, or killed
+// by the same signal (a status over 128), so that Slurm reports a signal
+// as it did when the script exec'd the command. Where no FIFO can be made
+// the command runs uncapped (the exec after this block).
+const cappedRun = `zenith_used=$(wc -c < %[2]s 2>/dev/null)
+zenith_left=$((%[3]d - ${zenith_used:-0}))
+[ "$zenith_left" -gt 0 ] || zenith_left=0
+if zenith_dir=$(mktemp -d "${TMPDIR:-/tmp}/zenith-log.XXXXXX") && mkfifo "$zenith_dir/out"; then
+  (trap '' TERM INT HUP; exec /bin/sh -c %[4]s zenith-log "$zenith_left" %[3]d) < "$zenith_dir/out" &
+  zenith_copier=$!
+  exec 3> "$zenith_dir/out"
+  rm -rf "$zenith_dir"
+  trap : TERM INT HUP
+  %[1]s >&3 2>&3 3>&-
+  zenith_status=$?
+  exec 3>&-
+  (sleep 2; kill -9 "$zenith_copier") 2>/dev/null &
+  zenith_dog=$!
+  wait "$zenith_copier"
+  kill "$zenith_dog" 2>/dev/null
+  if [ "$zenith_status" -gt 128 ] && [ "$zenith_status" -lt 193 ]; then
+    trap - TERM INT HUP
+    kill -$((zenith_status - 128)) $$
+  fi
+  exit "$zenith_status"
+fi
+`
+
+// writeCapped writes cappedRun for cmd (quoted argv) into the script.
+func writeCapped(b *strings.Builder, cmd, logPath string, logCap int64) {
+	fmt.Fprintf(b, cappedRun, cmd, shellQuote(logPath), logCap, shellQuote(scheduler.LogCopierScript))
 }
 
 // shellQuote single-quotes s for a POSIX shell: the only character that needs

@@ -2,9 +2,13 @@ package slurm
 
 import (
 	"errors"
+	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -164,5 +168,86 @@ func TestValidateRejects(t *testing.T) {
 				t.Errorf("validate = %v, want ErrInvalidSpec", err)
 			}
 		})
+	}
+}
+
+// runScript runs a batch script the way slurmstepd does: through /bin/sh,
+// stdout and stderr appended to the log. It returns the exit status, or
+// -signal when the script was killed.
+func runScript(t *testing.T, script, logPath string) int {
+	t.Helper()
+	f, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	cmd := exec.Command("/bin/sh", "-c", script)
+	cmd.Stdout, cmd.Stderr = f, f
+	err = cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ee):
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return -int(ws.Signal())
+		}
+		return ee.ExitCode()
+	}
+	t.Fatal(err)
+	return 0
+}
+
+// TestCappedScriptThroughRealShell runs the script of a capped log: the
+// log keeps at most the cap over all attempts, with a note of what was
+// dropped; the script ends as the command did (exit status or signal),
+// and without a cap it execs the command.
+func TestCappedScriptThroughRealShell(t *testing.T) {
+	const logCap = 5000
+	req := baseRequest()
+	req.LogPath = filepath.Join(t.TempDir(), "100% it's.log")
+	cfg := Config{LogCap: logCap}
+
+	// 2 000 lines of 6 bytes on stdout and stderr, then exit 3.
+	req.Command = []string{"sh", "-c", `i=0; while [ $i -lt 1000 ]; do printf 'o%03d\n' $i; printf 'e%03d\n' $i >&2; i=$((i+1)); done; echo last; exit 3`}
+	if code := runScript(t, buildSubmission(req, cfg).script, req.LogPath); code != 3 {
+		t.Errorf("exit status %d, want 3", code)
+	}
+	log, err := os.ReadFile(req.LogPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, note, ok := strings.Cut(string(log), "\n[zenithfs: the log reached its cap of 5000 bytes; further output is dropped]\n")
+	if !ok || len(body) != logCap || !strings.HasPrefix(body, "o000\n") {
+		t.Fatalf("log of %d bytes (body %d, want %d, note found %v):\n%.200s…\n…%s", len(log), len(body), logCap, ok, log, log[max(0, len(log)-200):])
+	}
+	if want := fmt.Sprintf("[zenithfs: %d bytes dropped]\n", 2000*5+5-logCap); note != want {
+		t.Errorf("note %q, want %q", note, want)
+	}
+
+	// A second attempt finds the cap spent: only its note is added.
+	req.Attempt, req.Command = 2, []string{"sh", "-c", "echo more; echo again"}
+	if code := runScript(t, buildSubmission(req, cfg).script, req.LogPath); code != 0 {
+		t.Errorf("second attempt: exit status %d, want 0", code)
+	}
+	log2, _ := os.ReadFile(req.LogPath)
+	if add := string(log2[len(log):]); !strings.HasPrefix(add, "\n[zenithfs: the log reached its cap") || strings.Contains(add, "more") {
+		t.Errorf("second attempt added %q", add)
+	}
+
+	// Under the cap everything arrives, and a command killed by a signal
+	// kills the script with it (the shell notes "Killed" after it).
+	req.LogPath = filepath.Join(t.TempDir(), "log")
+	req.Command = []string{"sh", "-c", "echo before; kill -KILL $$"}
+	if code := runScript(t, buildSubmission(req, cfg).script, req.LogPath); code != -int(syscall.SIGKILL) {
+		t.Errorf("killed command: script ended %d, want killed by signal %d", code, syscall.SIGKILL)
+	}
+	if b, _ := os.ReadFile(req.LogPath); !strings.HasPrefix(string(b), "before\n") {
+		t.Errorf("log %q, want it to start with \"before\\n\"", b)
+	}
+
+	// No cap: the script execs the command.
+	if s := buildSubmission(req, Config{}).script; strings.Contains(s, "zenith_") {
+		t.Errorf("uncapped script holds the copier:\n%s", s)
 	}
 }

@@ -254,10 +254,10 @@ func TestJobCompletesWithLog(t *testing.T) {
 }
 
 // TestFailingCommand: a failing command ends FAILED with its exit code; one
-// killed by a signal has exit code -1.
+// killed by a signal has exit code -1 — with the script exec'ing the
+// command, and with its output through the log copier (a log cap).
 func TestFailingCommand(t *testing.T) {
 	t.Parallel()
-	r := slurmRunner(t, Config{})
 	tests := []struct {
 		name     string
 		command  []string
@@ -267,16 +267,63 @@ func TestFailingCommand(t *testing.T) {
 		{"missing program", []string{"/nonexistent/program"}, 127},
 		{"killed", []string{"sh", "-c", "kill -KILL $$"}, -1},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			req := newRequest(t, tt.command...)
-			ref := start(t, r, req)
-			st := waitState(t, r, ref, scheduler.Failed, 60*time.Second)
-			if st.ExitCode != tt.wantCode || st.Reason == "" || st.EndedAt.IsZero() {
-				t.Errorf("status %+v, want exit code %d and a reason", st, tt.wantCode)
-			}
-		})
+	for _, logCap := range []int64{0, 1 << 20} {
+		r := slurmRunner(t, Config{LogCap: logCap})
+		for _, tt := range tests {
+			t.Run(fmt.Sprintf("%s/cap-%d", tt.name, logCap), func(t *testing.T) {
+				t.Parallel()
+				req := newRequest(t, tt.command...)
+				ref := start(t, r, req)
+				st := waitState(t, r, ref, scheduler.Failed, 60*time.Second)
+				if st.ExitCode != tt.wantCode || st.Reason == "" || st.EndedAt.IsZero() {
+					t.Errorf("status %+v, want exit code %d and a reason", st, tt.wantCode)
+				}
+			})
+		}
+	}
+}
+
+// TestLogCap: a job that writes past the log cap completes with its log
+// at the cap and a note of what was dropped; a capped job that is
+// cancelled ends CANCELLED, its output up to then in the log, and does
+// not wait for Slurm's SIGKILL; what the job writes while it stops still
+// reaches the log.
+func TestLogCap(t *testing.T) {
+	t.Parallel()
+	const logCap = 64 << 10
+	r := slurmRunner(t, Config{LogCap: logCap})
+	// 1 MiB of output, then a last line past the cap.
+	req := newRequest(t, "sh", "-c", "head -c 1048576 /dev/zero | tr '\\0' x; echo; echo done")
+	ref := start(t, r, req)
+	if st := waitState(t, r, ref, scheduler.Completed, 60*time.Second); st.ExitCode != 0 {
+		t.Errorf("status %+v", st)
+	}
+	log := readLog(t, req.LogPath)
+	body, note, ok := strings.Cut(log, "\n[zenithfs: the log reached its cap of 65536 bytes; further output is dropped]\n")
+	if !ok || len(body) != logCap || strings.Trim(body, "x") != "" {
+		t.Fatalf("log of %d bytes (body %d, note found %v), want %d bytes of output and the note: …%s", len(log), len(body), ok, logCap, log[max(0, len(log)-300):])
+	}
+	if want := fmt.Sprintf("[zenithfs: %d bytes dropped]\n", 1048576+6-logCap); note != want {
+		t.Errorf("note %q, want %q", note, want)
+	}
+
+	req = newRequest(t, "sh", "-c", "trap 'echo stopping; exit 0' TERM; echo started; while :; do sleep 1; done")
+	ref = start(t, r, req)
+	waitFor(t, r, ref, 60*time.Second, "its first line in the log", func(scheduler.RunStatus) bool {
+		b, _ := os.ReadFile(req.LogPath)
+		return strings.Contains(string(b), "started")
+	})
+	begin := time.Now()
+	if err := r.Cancel(context.Background(), ref, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, r, ref, scheduler.Cancelled, 30*time.Second)
+	if d := time.Since(begin); d > 20*time.Second {
+		t.Errorf("cancel took %v", d)
+	}
+	// The copier outlives the SIGTERM Slurm sends every process of the job.
+	if log := readLog(t, req.LogPath); !strings.HasPrefix(log, "started\n") || !strings.Contains(log, "stopping\n") {
+		t.Errorf("log %q, want the lines written before and while stopping", log)
 	}
 }
 
