@@ -8,6 +8,7 @@ package cache
 
 import (
 	"fmt"
+	"sync"
 	"sync/atomic"
 
 	"github.com/dgraph-io/ristretto/v2"
@@ -19,7 +20,8 @@ import (
 type Cache struct {
 	rc       *ristretto.Cache[string, *blob.Blob]
 	budget   int64
-	reserved atomic.Int64 // lent to memory held elsewhere (SetReserved)
+	resMu    sync.Mutex   // orders AddReserved's updates of the limit
+	reserved atomic.Int64 // lent to memory held elsewhere (AddReserved)
 
 	hits, misses, puts, rejected, evictions atomic.Uint64
 	evictedBytes                            atomic.Uint64
@@ -86,13 +88,15 @@ func (c *Cache) Put(key string, b *blob.Blob) bool {
 // Budget is the configured byte budget.
 func (c *Cache) Budget() int64 { return c.budget }
 
-// SetReserved lends n bytes of the budget to memory held elsewhere (the
-// built blocks of block-shuffled views): the cache holds at most
-// budget − n from now on, and at least an eighth of its budget. Values
-// past the new limit are evicted by the next Put.
-func (c *Cache) SetReserved(n int64) {
-	n = max(n, 0)
-	c.reserved.Store(n)
+// AddReserved lends delta more bytes of the budget (fewer when negative)
+// to memory held elsewhere (the built blocks of block-shuffled views):
+// the cache holds at most budget − the sum lent from now on, and at least
+// an eighth of its budget. Values past the new limit are evicted by the
+// next Put. Safe for concurrent use: the lenders' changes add up.
+func (c *Cache) AddReserved(delta int64) {
+	c.resMu.Lock()
+	defer c.resMu.Unlock()
+	n := max(c.reserved.Add(delta), 0)
 	c.rc.UpdateMaxCost(max(c.budget-n, c.budget/8, 1))
 }
 
@@ -106,7 +110,7 @@ type Stats struct {
 	EvictedBytes uint64 `json:"evicted_bytes"`
 	Bytes        int64  `json:"bytes"`
 	Budget       int64  `json:"budget"`
-	Reserved     int64  `json:"reserved"` // lent to built blocks (SetReserved)
+	Reserved     int64  `json:"reserved"` // lent to built blocks (AddReserved)
 }
 
 // Stats returns the counters and the bytes held now.

@@ -60,7 +60,7 @@ func mustData(t *testing.T, b *blob.Blob) []byte {
 	return d
 }
 
-// Memory lent to built blocks is taken from the cache: after SetReserved
+// Memory lent to built blocks is taken from the cache: after AddReserved
 // the next puts evict down to budget − reserved, and giving it back lets
 // the cache fill again.
 func TestReservedShrinksTheCache(t *testing.T) {
@@ -79,7 +79,7 @@ func TestReservedShrinksTheCache(t *testing.T) {
 	if st := c.Stats(); st.Bytes < budget*3/4 {
 		t.Fatalf("a 4 MiB cache holds %d bytes after 4 MiB of puts", st.Bytes)
 	}
-	c.SetReserved(3 << 20)
+	c.AddReserved(3 << 20)
 	put(1000, 4)
 	if st := c.Stats(); st.Bytes > 1<<20 || st.Reserved != 3<<20 {
 		t.Fatalf("3 MiB reserved of 4: the cache holds %d bytes (reserved %d), want ≤ 1 MiB", st.Bytes, st.Reserved)
@@ -87,7 +87,7 @@ func TestReservedShrinksTheCache(t *testing.T) {
 	if c.Put("big", blob.Bytes(make([]byte, 2<<20))) {
 		t.Fatal("accepted a 2 MiB value with 1 MiB left to the cache")
 	}
-	c.SetReserved(0)
+	c.AddReserved(-3 << 20)
 	for range 20 { // admission weighs frequencies: ask for the new keys again
 		put(2000, 48)
 		for j := 2000; j < 2048; j++ {

@@ -7,7 +7,11 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/zenithfs/zenithfs/internal/sampledata"
 )
 
@@ -149,5 +153,109 @@ func TestBlockShuffleTooBigIsRefused(t *testing.T) {
 		if !ok && (!errors.Is(err, ErrBadView) || !strings.Contains(err.Error(), "use shuffle=block:2 or less")) {
 			t.Fatalf("%s: %v", spec, err)
 		}
+	}
+}
+
+// fakeBlock builds a "block" of n one-row records for the memo tests,
+// counting its builds.
+func fakeBlock(n int, builds *int, err error) func(context.Context) ([]arrow.RecordBatch, error) {
+	return func(context.Context) ([]arrow.RecordBatch, error) {
+		*builds++
+		if err != nil {
+			return nil, err
+		}
+		recs := make([]arrow.RecordBatch, n)
+		for i := range recs {
+			b := array.NewInt64Builder(memory.DefaultAllocator)
+			b.Append(int64(i))
+			arr := b.NewArray()
+			recs[i] = array.NewRecordBatch(arrow.NewSchema([]arrow.Field{{Name: "x", Type: arrow.PrimitiveTypes.Int64}}, nil), []arrow.Array{arr}, 1)
+		}
+		return recs, nil
+	}
+}
+
+// A prefetch never drops a block the readers are still cutting files from
+// (its files not all handed out, touched lately): it is skipped at once,
+// as a skip (prefetch/ neither counts nor logs it), never left waiting; a
+// read builds it, dropping what it must; and once the old block goes
+// stale (a node serving some ranks only never hands out all its files) a
+// prefetch may drop it.
+func TestPrefetchOfABlockSkipsRatherThanWaits(t *testing.T) {
+	var reserved int64
+	m := newBlockMemo(0, func(d int64) { reserved += d })
+	var builds int
+	recs, _ := fakeBlock(1, &builds, nil)(context.Background())
+	one := recordBytes(recs[0])
+	builds = 0
+	m.max = 2 * 2 * one // room for two 2-file blocks
+	demand := WithBuildNotice(context.Background(), func() {})
+	spec := context.Background()
+	est := 2 * one / 2  // charged 2×est = one block's size while building
+	m.stale = time.Hour // nothing goes stale until the test says so
+
+	for _, key := range []string{"b0", "b1"} {
+		if _, err := m.file(demand, key, 0, est, fakeBlock(2, &builds, nil)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// b0 and b1 each have a file nobody took: no room for b2's prefetch.
+	_, err := m.file(spec, "b2", 0, est, fakeBlock(2, &builds, nil))
+	var sk interface{ Skipped() bool }
+	if !errors.Is(err, errNoRoom) || !errors.As(err, &sk) || !sk.Skipped() {
+		t.Fatalf("prefetch of b2 with b0 and b1 half read: %v, want errNoRoom (a skip)", err)
+	}
+	if builds != 2 {
+		t.Fatalf("%d builds, want 2: the skipped prefetch built nothing", builds)
+	}
+	// A reader of b2 builds it, dropping b0 (least recently used).
+	if _, err := m.file(demand, "b2", 1, est, fakeBlock(2, &builds, nil)); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := m.calls["b0"]; ok || builds != 3 || m.bytes > m.max || reserved != m.bytes {
+		t.Fatalf("after b2's read: b0 kept %v, %d builds, %d bytes held (max %d), %d reserved", ok, builds, m.bytes, m.max, reserved)
+	}
+	// Once b1 is stale, a prefetch of b3 may drop it.
+	m.stale = 0
+	if _, err := m.file(spec, "b3", 0, est, fakeBlock(2, &builds, nil)); err != nil {
+		t.Fatalf("prefetch of b3 with b1 stale: %v", err)
+	}
+	if _, ok := m.calls["b1"]; ok || m.bytes > m.max || reserved != m.bytes {
+		t.Fatalf("b1 kept %v, %d bytes held (max %d), %d reserved", ok, m.bytes, m.max, reserved)
+	}
+}
+
+// A prefetch's failure is not a reader's answer: a read that waited on a
+// failed prefetch build tries once itself.
+func TestReaderRetriesAFailedPrefetchBuild(t *testing.T) {
+	m := newBlockMemo(1<<30, nil)
+	demand := WithBuildNotice(context.Background(), func() {})
+	started, release := make(chan struct{}), make(chan struct{})
+	var builds int
+	failing := func(ctx context.Context) ([]arrow.RecordBatch, error) {
+		builds++
+		close(started)
+		<-release
+		return nil, errors.New("S3 unreachable")
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := m.file(context.Background(), "b0", 0, 1, failing)
+		done <- err
+	}()
+	<-started
+	got := make(chan error, 1)
+	var readerBuilds int
+	go func() {
+		_, err := m.file(demand, "b0", 1, 1, fakeBlock(2, &readerBuilds, nil))
+		got <- err
+	}()
+	time.Sleep(50 * time.Millisecond) // the reader waits on the prefetch
+	close(release)
+	if err := <-done; err == nil {
+		t.Fatal("the prefetch's build did not fail")
+	}
+	if err := <-got; err != nil || readerBuilds != 1 {
+		t.Fatalf("reader: %v after %d builds of its own, want the block built once by it", err, readerBuilds)
 	}
 }

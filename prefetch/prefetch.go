@@ -421,8 +421,8 @@ func (s *Store) worker() {
 		s.mu.Lock()
 		delete(s.inflight, t.key)
 		switch {
-		case c.err != nil && t.ctx.Err() != nil:
-			c.cancelled = true
+		case c.err != nil && (t.ctx.Err() != nil || skipped(c.err)):
+			c.cancelled = true // a reader waiting on it builds it itself
 			s.st.cancelled.Add(1)
 		case c.err != nil:
 			s.st.errors.Add(1)
@@ -519,7 +519,7 @@ type Stats struct {
 	Built          uint64  `json:"batches_built"`
 	Prefetched     uint64  `json:"batches_prefetched"`
 	Wasted         uint64  `json:"prefetch_wasted"`
-	Cancelled      uint64  `json:"prefetch_cancelled"`
+	Cancelled      uint64  `json:"prefetch_cancelled"` // reader left or jumped, or the build was skipped (no room)
 	Errors         uint64  `json:"errors"`
 	WaitSeconds    float64 `json:"reader_wait_seconds"`
 	PendingBytes   int64   `json:"pending_bytes"`
@@ -540,4 +540,12 @@ func (s *Store) Stats() Stats {
 		Errors: s.st.errors.Load(), WaitSeconds: time.Duration(s.st.waitNanos.Load()).Seconds(),
 		PendingBytes: pb, PendingBatches: pn, Queued: q, Readers: rd,
 	}
+}
+
+// skipped reports whether a speculative build's error says it was skipped
+// rather than failed: its error has a Skipped method that returns true
+// (dataset's block views, when no room is free for another block).
+func skipped(err error) bool {
+	var sk interface{ Skipped() bool }
+	return errors.As(err, &sk) && sk.Skipped()
 }

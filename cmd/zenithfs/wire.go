@@ -75,7 +75,7 @@ func wire(ctx context.Context, cfg *Config, log *slog.Logger, workers int, check
 	// The budget is split: 5/8 for the cache of read batches, 1/4 for
 	// prefetched batches not yet read, 1/8 for decoded source segments.
 	// Built blocks of block-shuffled views may take up to half of it, lent
-	// by the cache of read batches (cache.SetReserved) while they are held.
+	// by the cache of read batches (cache.AddReserved) while they are held.
 	// The Go heap limit follows (heapLimit): what the bound
 	// (budget + 150 MiB) leaves once the memfd batches and the resident
 	// pages outside Go's heap (the binary's) are counted, less headroom
@@ -113,7 +113,6 @@ func wire(ctx context.Context, cfg *Config, log *slog.Logger, workers int, check
 		return nil, err
 	}
 	w.cache = c
-	var blockBytes atomic.Int64 // held by built blocks, every dataset's
 	w.closers = append(w.closers, c.Close)
 	pending := max(cfg.cacheBytes/4, 8<<20)
 	var sealer prefetch.Sealer
@@ -181,7 +180,7 @@ func wire(ctx context.Context, cfg *Config, log *slog.Logger, workers int, check
 			Workers:           workers,
 			SegmentCacheBytes: segBytes / int64(len(cfg.Datasets)),
 			BlockBytes:        cfg.cacheBytes / 2 / int64(len(cfg.Datasets)),
-			Reserve:           func(d int64) { c.SetReserved(blockBytes.Add(d)) },
+			Reserve:           c.AddReserved,
 			CheckInterval:     checkEvery,
 			VerifyAfterBuild:  isLocal,
 			Decode:            pool.Each,

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/zenithfs/zenithfs/scheduler"
@@ -160,7 +161,8 @@ func buildScript(req scheduler.RunRequest, cfg Config) string {
 	if req.Shell {
 		argv = []string{"/bin/sh", "-c", req.Command[0]}
 	}
-	if req.Nodes > 1 || req.TasksPerNode > 1 {
+	srun := req.Nodes > 1 || req.TasksPerNode > 1
+	if srun {
 		// One copy of the command per task; a task that fails ends the others.
 		argv = append([]string{cfg.bin("srun"), "--kill-on-bad-exit=1"}, argv...)
 	}
@@ -172,7 +174,7 @@ func buildScript(req scheduler.RunRequest, cfg Config) string {
 		cmd.WriteString(shellQuote(a))
 	}
 	if cfg.LogCap > 0 {
-		writeCapped(&b, cmd.String(), req.LogPath, cfg.LogCap)
+		writeCapped(&b, cmd.String(), req.LogPath, cfg.LogCap, srun)
 	}
 	b.WriteString("exec " + cmd.String() + "\n")
 	return b.String()
@@ -182,16 +184,23 @@ func buildScript(req scheduler.RunRequest, cfg Config) string {
 // (scheduler.LogCopierScript), which appends at most what the cap leaves
 // of the log (all attempts together: the log's size is read at the start)
 // and drops the rest with a note. Parameters: %[1]s the command, %[2]s
-// the log path, %[3]d the cap, %[4]s the copier script, all quoted.
+// the log path, %[3]d the cap, %[4]s the copier script, %[5]s the exit
+// statuses to end with as a signal, all quoted.
 //
 // The copier reads a FIFO; it ignores the SIGTERM that Slurm sends every
 // process of a cancelled job, so that what the job writes while it stops
 // still reaches the log. The script waits for the command (a signal trap
-// defers until it ends), closes the FIFO, gives the copier up to 2 s to
-// drain it, and ends as the command did: with its exit status, or killed
-// by the same signal (a status over 128), so that Slurm reports a signal
-// as it did when the script exec'd the command. Where no FIFO can be made
-// the command runs uncapped (the exec after this block).
+// defers until it ends), closes the FIFO, then, ignoring further signals,
+// gives the copier up to 2 s to drain it, and ends as the command did.
+// A shell sees a command killed by signal N as exit status 128+N; for the
+// signals that end a training job (HUP INT KILL PIPE ALRM TERM USR1 USR2,
+// and, with core dumps off so that the job's own core stays, QUIT ILL
+// ABRT FPE SEGV BUS) the script kills itself with the same signal, so
+// that Slurm reports a signal as it did when the script exec'd the
+// command; any other status (and every status of srun, whose 128+N is
+// its own convention) is its exit status. A command that exits 128+N by
+// itself reads as killed by N. Where no FIFO can be made the command runs
+// uncapped (the exec after this block).
 const cappedRun = `zenith_used=$(wc -c < %[2]s 2>/dev/null)
 zenith_left=$((%[3]d - ${zenith_used:-0}))
 [ "$zenith_left" -gt 0 ] || zenith_left=0
@@ -204,21 +213,36 @@ if zenith_dir=$(mktemp -d "${TMPDIR:-/tmp}/zenith-log.XXXXXX") && mkfifo "$zenit
   %[1]s >&3 2>&3 3>&-
   zenith_status=$?
   exec 3>&-
+  trap '' TERM INT HUP
   (sleep 2; kill -9 "$zenith_copier") 2>/dev/null &
   zenith_dog=$!
   wait "$zenith_copier"
   kill "$zenith_dog" 2>/dev/null
-  if [ "$zenith_status" -gt 128 ] && [ "$zenith_status" -lt 193 ]; then
+  case " %[5]s " in
+  *" $zenith_status "*)
+    ulimit -c 0
     trap - TERM INT HUP
-    kill -$((zenith_status - 128)) $$
-  fi
+    kill -$((zenith_status - 128)) $$ ;;
+  esac
   exit "$zenith_status"
 fi
 `
 
-// writeCapped writes cappedRun for cmd (quoted argv) into the script.
-func writeCapped(b *strings.Builder, cmd, logPath string, logCap int64) {
-	fmt.Fprintf(b, cappedRun, cmd, shellQuote(logPath), logCap, shellQuote(scheduler.LogCopierScript))
+// reraised are the signals a capped script re-raises (see cappedRun).
+var reraised = []syscall.Signal{syscall.SIGHUP, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGILL, syscall.SIGABRT,
+	syscall.SIGBUS, syscall.SIGFPE, syscall.SIGKILL, syscall.SIGUSR1, syscall.SIGSEGV, syscall.SIGUSR2,
+	syscall.SIGPIPE, syscall.SIGALRM, syscall.SIGTERM}
+
+// writeCapped writes cappedRun for cmd (quoted argv) into the script;
+// srun: cmd is srun, whose exit statuses are never re-raised.
+func writeCapped(b *strings.Builder, cmd, logPath string, logCap int64, srun bool) {
+	var codes []string
+	if !srun {
+		for _, sig := range reraised {
+			codes = append(codes, strconv.Itoa(128+int(sig)))
+		}
+	}
+	fmt.Fprintf(b, cappedRun, cmd, shellQuote(logPath), logCap, shellQuote(scheduler.LogCopierScript), strings.Join(codes, " "))
 }
 
 // shellQuote single-quotes s for a POSIX shell: the only character that needs

@@ -1,6 +1,7 @@
 package slurm
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -181,9 +182,14 @@ func runScript(t *testing.T, script, logPath string) int {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	cmd := exec.Command("/bin/sh", "-c", script)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", script)
 	cmd.Stdout, cmd.Stderr = f, f
 	err = cmd.Run()
+	if ctx.Err() != nil {
+		t.Fatalf("the script did not end within 20 s:\n%s", script)
+	}
 	var ee *exec.ExitError
 	switch {
 	case err == nil:
@@ -245,6 +251,30 @@ func TestCappedScriptThroughRealShell(t *testing.T) {
 	if b, _ := os.ReadFile(req.LogPath); !strings.HasPrefix(string(b), "before\n") {
 		t.Errorf("log %q, want it to start with \"before\\n\"", b)
 	}
+
+	// Other statuses over 128 are exit statuses (147 would stop the shell
+	// as SIGTSTP), and srun's are never taken for signals.
+	for _, tt := range []struct {
+		tasks int
+		cmd   string
+		want  int
+	}{
+		{0, "exit 147", 147},
+		{0, "exit 200", 200},
+		{0, "kill -TERM $$", -int(syscall.SIGTERM)},
+		{0, "exit 143", -int(syscall.SIGTERM)}, // indistinguishable from a TERM
+		{2, "exit 137", 137},
+	} {
+		req.TasksPerNode, req.Command = tt.tasks, []string{"sh", "-c", tt.cmd}
+		script := buildSubmission(req, cfg).script
+		if tt.tasks > 1 { // no srun here: run the command the script gives it
+			script = strings.Replace(script, "srun --kill-on-bad-exit=1 ", "", 1)
+		}
+		if code := runScript(t, script, req.LogPath); code != tt.want {
+			t.Errorf("%q (tasks %d): script ended %d, want %d", tt.cmd, tt.tasks, code, tt.want)
+		}
+	}
+	req.TasksPerNode = 0
 
 	// No cap: the script execs the command.
 	if s := buildSubmission(req, Config{}).script; strings.Contains(s, "zenith_") {
