@@ -7,12 +7,14 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/zenithfs/zenithfs/format"
+	"github.com/zenithfs/zenithfs/internal/sampledata"
 )
 
 func TestUnreadableSourceIsAStartError(t *testing.T) {
@@ -81,5 +83,25 @@ func TestRealPathResolvesLinksAsMountinfoShowsThem(t *testing.T) {
 		if got, err := realPath(in); err != nil || got != want {
 			t.Errorf("realPath(%s) = %s, %v; want %s", in, got, err, want)
 		}
+	}
+}
+
+// A --state-dir Slurm cannot write job logs under (sbatch strips
+// backslashes from --output: every job would fail to launch) stops a
+// --jobs slurm start with the reason, before anything is mounted.
+func TestSlurmStateDirWithBackslashIsAStartError(t *testing.T) {
+	state, data, mnt := filepath.Join(t.TempDir(), `a\b`), t.TempDir(), t.TempDir()
+	if err := sampledata.WriteParquet(filepath.Join(data, "a.parquet"), 100, 100); err != nil {
+		t.Fatal(err)
+	}
+	r := zenith(t, "mount", "--jobs", "slurm", "--state-dir", state, "--dataset", "d="+data, mnt)
+	if r.code == 0 || !strings.Contains(r.stderr, "backslash") {
+		if mounted(mnt) {
+			zenith(t, "umount", mnt)
+		}
+		t.Fatalf("mount with state dir %q: exit %d, stderr %q; want a start error naming the backslash", state, r.code, r.stderr)
+	}
+	if mounted(mnt) {
+		t.Fatal("mounted despite the error")
 	}
 }

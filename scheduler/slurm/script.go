@@ -46,6 +46,10 @@ func validate(req scheduler.RunRequest) error {
 		return bad("job %s: a shell command is one string, got %d", req.Name, len(req.Command))
 	case req.LogPath == "" || !filepath.IsAbs(req.LogPath):
 		return bad("job %s: log path %q must be absolute", req.Name, req.LogPath)
+	case strings.ContainsRune(req.LogPath, '\\'):
+		// sbatch strips backslashes from --output: the job would fail to
+		// launch (JobLaunchFailure) writing to a directory that is not there.
+		return bad("job %s: log path %q: Slurm cannot write a log whose path has a backslash (use a --state-dir without one)", req.Name, req.LogPath)
 	case req.Workdir != "" && !filepath.IsAbs(req.Workdir):
 		return bad("job %s: workdir %q must be absolute", req.Name, req.Workdir)
 	case !startKeyRE.MatchString(req.StartKey):
@@ -257,12 +261,9 @@ func shellQuote(s string) string {
 }
 
 // escapeFilenamePattern protects a path from sbatch's filename patterns
-// (%j, %x, …): "%%" is a literal percent sign. A backslash in the path would
-// disable the patterns altogether, so it is left alone.
+// (%j, %x, …): "%%" is a literal percent sign. (A path with a backslash,
+// which Slurm strips, is refused by validate.)
 func escapeFilenamePattern(p string) string {
-	if strings.Contains(p, `\`) {
-		return p
-	}
 	return strings.ReplaceAll(p, "%", "%%")
 }
 

@@ -153,6 +153,7 @@ func TestValidateRejects(t *testing.T) {
 		{"shell with argv", func(r *scheduler.RunRequest) { r.Shell, r.Command = true, []string{"a", "b"} }},
 		{"relative log", func(r *scheduler.RunRequest) { r.LogPath = "log" }},
 		{"no log", func(r *scheduler.RunRequest) { r.LogPath = "" }},
+		{"backslash in log", func(r *scheduler.RunRequest) { r.LogPath = `/state\dir/log` }},
 		{"relative workdir", func(r *scheduler.RunRequest) { r.Workdir = "x" }},
 		{"negative gpus", func(r *scheduler.RunRequest) { r.GPUCount = -1 }},
 		{"negative memory", func(r *scheduler.RunRequest) { r.MemoryBytes = -1 }},
