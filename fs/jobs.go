@@ -224,8 +224,15 @@ func (f *submitFile) Write(ctx context.Context, fh gofs.FileHandle, data []byte,
 		f.s.NoteRejection(fmt.Sprintf("submit: %v: spec larger than %d bytes", scheduler.ErrInvalidSpec, maxSubmitBytes))
 		return 0, syscall.EINVAL
 	}
+	pieces := len(h.buf) > 0
 	h.buf = append(h.buf, data...)
 	if !scheduler.SpecComplete(h.buf) {
+		return uint32(len(data)), 0
+	}
+	if pieces && !scheduler.IsJSONSpec(h.buf) {
+		// YAML written in pieces (a line at a time) may have more lines
+		// to come, which a mapping complete so far cannot tell: it is
+		// submitted at the writer's close.
 		return uint32(len(data)), 0
 	}
 	spec := h.buf

@@ -418,11 +418,17 @@ func TestSpecWrittenInPiecesIsSubmittedWhole(t *testing.T) {
 		{"group", `{ echo '{"name":"group",'; /bin/true; echo "\"command\":[\"$(command -v true)\"]}"; } > "$JOBS/submit"`},
 		{"yaml", `{ echo 'name: yaml'; /bin/true; echo 'command: [true]'; } > "$JOBS/submit"`},
 		{"yamllines", `(echo 'name: yamllines'; echo 'gpus: 1'; echo 'command: [true]') > "$JOBS/submit"`},
+		// Complete after two lines, but a third follows: all three count.
+		{"yamlmore", `{ echo 'name: yamlmore'; echo 'command: [true]'; echo 'gpus: 1'; } > "$JOBS/submit"`},
 	} {
 		if _, stderr, code := jobsShell(t, c.script, nil, "JOBS="+jobs); code != 0 {
 			t.Fatalf("%s: exit %d: %s", c.name, code, stderr)
 		}
 		jobsPoll(t, jobs, c.name, "COMPLETED", 10*time.Second)
+	}
+	var st struct{ GPUs []int }
+	if b, err := os.ReadFile(filepath.Join(jobs, "yamlmore", "status.json")); err != nil || json.Unmarshal(b, &st) != nil || len(st.GPUs) != 1 {
+		t.Fatalf("yamlmore ran with GPUs %v (%v), want the 1 its last line asked for", st.GPUs, err)
 	}
 	if errs, _ := os.ReadFile(filepath.Join(jobs, "errors")); len(bytes.TrimSpace(errs)) != 0 {
 		t.Fatalf("jobs/errors after specs written in pieces:\n%s", errs)

@@ -163,11 +163,19 @@ func (s *Scheduler) resume() error {
 		if r.Ref == "" {
 			// Pending (or was being started when the daemon died: the
 			// attempt never got a reference and is run again).
+			r.GPUs = nil
+			if n := len(s.cfg.GPUs); !s.runner.AllocatesGPUs() && r.Spec.GPUs > n {
+				// This daemon has fewer GPUs than the one that accepted
+				// it: it could never start, and would hold up the queue.
+				r.noRetry = true
+				s.finish(r, RunStatus{State: Failed, ExitCode: -1,
+					Reason: fmt.Sprintf("needs %d GPUs, but this daemon has %d (it was submitted to one with more)", r.Spec.GPUs, n)})
+				continue
+			}
 			if r.State != Pending {
 				r.State = Pending
 				s.persist(r)
 			}
-			r.GPUs = nil
 			continue
 		}
 		if !s.runner.AllocatesGPUs() {

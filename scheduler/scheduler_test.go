@@ -401,3 +401,29 @@ func TestHeartbeatMarksVanishedRunLost(t *testing.T) {
 	j = waitState(t, s, "gone", Lost, 5*time.Second)
 	killGroup(j.PID)
 }
+
+// A job queued on a daemon with more GPUs than the next one has could
+// never start there: it fails at the restart with the reason, and the
+// queue behind it runs.
+func TestRestartWithFewerGPUsFailsJobsThatCannotFit(t *testing.T) {
+	cfg := testConfig(t, 4)
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustSubmit(t, s, shJob(t, "hold", "sleep 30", map[string]any{"gpus": 1}))
+	waitState(t, s, "hold", Running, 5*time.Second)
+	mustSubmit(t, s, shJob(t, "big", "true", map[string]any{"gpus": 4}))
+	if err := s.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+
+	two := testConfig(t, 2)
+	cfg.GPUs = two.GPUs
+	s2 := newTestScheduler(t, cfg)
+	if j := waitState(t, s2, "big", Failed, 5*time.Second); !strings.Contains(j.Reason, "needs 4 GPUs") {
+		t.Fatalf("big after a restart with 2 GPUs: reason %q", j.Reason)
+	}
+	mustSubmit(t, s2, shJob(t, "small", "echo ran", map[string]any{"gpus": 1}))
+	waitState(t, s2, "small", Completed, 5*time.Second)
+}

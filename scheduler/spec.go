@@ -202,15 +202,14 @@ func checkJSONKeys(data []byte) error {
 // SpecComplete reports whether buf holds a whole spec worth submitting now:
 // a complete JSON value (or broken JSON that no more bytes can fix), or
 // text whose last write ended a line and that is not a YAML mapping
-// lacking a name or a command (a YAML spec written a line at a time is
-// submitted once it has both, or at close; text that is no mapping at all
-// is refused at once).
+// lacking a name or a command (text that is no mapping at all is refused
+// at once). fs/ submits YAML written in several writes only at close.
 func SpecComplete(buf []byte) bool {
 	t := bytes.TrimSpace(buf)
 	if len(t) == 0 {
 		return false
 	}
-	if t[0] == '{' {
+	if IsJSONSpec(t) {
 		var v json.RawMessage
 		err := json.NewDecoder(bytes.NewReader(t)).Decode(&v)
 		return !errors.Is(err, io.ErrUnexpectedEOF)
@@ -225,6 +224,13 @@ func SpecComplete(buf []byte) bool {
 	_, name := m["name"]
 	_, command := m["command"]
 	return name && command
+}
+
+// IsJSONSpec reports whether buf holds a spec in JSON (an object) rather
+// than YAML.
+func IsJSONSpec(buf []byte) bool {
+	t := bytes.TrimSpace(buf)
+	return len(t) > 0 && t[0] == '{'
 }
 
 // CheckName validates a job name.
