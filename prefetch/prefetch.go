@@ -176,11 +176,10 @@ func (s *Store) Get(ctx context.Context, v View, k int, readerName string) (*blo
 	s.mu.Lock()
 	s.noteRead(readerName, v, k)
 	if p, ok := s.pending[key]; ok {
-		s.removePendingLocked(key)
 		s.scheduleLocked(readerName)
 		s.mu.Unlock()
 		s.st.prefetchHits.Add(1)
-		s.cache.Put(key, p.b)
+		s.takePending(key, p.b)
 		return p.b, nil
 	}
 	s.mu.Unlock()
@@ -229,38 +228,72 @@ func (s *Store) await(ctx context.Context, v View, k int, key, readerName string
 			return nil, true, nil
 		}
 		if c.err == nil && c.spec {
-			s.mu.Lock()
-			s.removePendingLocked(key) // its result went to pending: take it
-			s.mu.Unlock()
-			s.cache.Put(key, c.b)
+			s.takePending(key, c.b) // its result went to pending: take it
 		}
 		return c.b, false, c.err
+	}
+	// Between Get's look and this one a build may have ended: its result
+	// is in pending (read-ahead) or in the cache (another reader's).
+	if p, ok := s.pending[key]; ok {
+		s.mu.Unlock()
+		s.takePending(key, p.b)
+		return p.b, false, nil
+	}
+	if b, ok := s.cache.Get(key); ok {
+		s.mu.Unlock()
+		return b, false, nil
 	}
 	s.st.misses.Add(1)
 	c = &call{done: make(chan struct{})}
 	s.inflight[key] = c
 	s.urgent++
 	s.scheduleLocked(readerName)
+	tracked := !s.closed // Close waits for it (Add before Close's Wait: both under mu)
+	if tracked {
+		s.wg.Add(1)
+	}
 	s.mu.Unlock()
 
-	// Built for every reader that waits on it: one reader's interrupted
-	// open must not fail the others' (nor waste the work).
-	c.b, c.err = s.build(context.WithoutCancel(ctx), v, k)
-	if c.err == nil {
-		// Into the cache before leaving the in-flight table, so that no
-		// request falls between the two and builds it again.
-		s.cache.Put(key, c.b)
-		s.st.built.Add(1)
-	} else {
-		s.st.errors.Add(1)
+	// Built for every reader that waits on it, this one included, in a
+	// goroutine of its own: one reader's interrupted open (FUSE_INTERRUPT
+	// cancels ctx) returns at once, and neither fails the others' nor
+	// wastes the work.
+	go func() {
+		if tracked {
+			defer s.wg.Done()
+		}
+		c.b, c.err = s.build(context.WithoutCancel(ctx), v, k)
+		if c.err == nil {
+			// Into the cache before leaving the in-flight table, so that
+			// no request falls between the two and builds it again.
+			s.cache.Put(key, c.b)
+			s.st.built.Add(1)
+		} else {
+			s.st.errors.Add(1)
+		}
+		s.mu.Lock()
+		delete(s.inflight, key)
+		s.urgent--
+		s.cond.Broadcast()
+		s.mu.Unlock()
+		close(c.done)
+	}()
+	select {
+	case <-c.done:
+	case <-ctx.Done():
+		return nil, false, ctx.Err()
 	}
-	s.mu.Lock()
-	delete(s.inflight, key)
-	s.urgent--
-	s.cond.Broadcast()
-	s.mu.Unlock()
-	close(c.done)
 	return c.b, false, c.err
+}
+
+// takePending moves b, key's read-ahead result, from the pending buffer
+// into the cache: into the cache first, so that a request arriving
+// between the two finds it in one of them and does not build it again.
+func (s *Store) takePending(key string, b *blob.Blob) {
+	s.cache.Put(key, b)
+	s.mu.Lock()
+	s.removePendingLocked(key)
+	s.mu.Unlock()
 }
 
 // removePendingLocked takes key out of the pending buffer; the room it

@@ -435,3 +435,69 @@ func TestWaiterOnFailedSpeculationTriesItself(t *testing.T) {
 		t.Errorf("batch 1 built %d times, want 2 (the failed read-ahead, then the reader's)", c)
 	}
 }
+
+// Readers racing each other and their own read-ahead build every batch
+// once: a build that ends between a reader's look at the pending buffer
+// and the cache and its miss is found, not built again, and no read-ahead
+// is left in the pending buffer.
+func TestEveryBatchIsBuiltOnceUnderConcurrency(t *testing.T) {
+	s := newStore(t, 4)
+	v := &memView{n: 3000, delay: 20 * time.Microsecond}
+	var wg sync.WaitGroup
+	for r := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := range v.n {
+				if _, err := s.Get(context.Background(), v, k, fmt.Sprint("r", r)); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	var builds int32
+	for k := range v.n {
+		builds += v.count(k)
+	}
+	if builds != int32(v.n) {
+		t.Errorf("%d builds for %d batches read by 8 readers", builds, v.n)
+	}
+	if st := s.Stats(); st.PendingBatches != 0 {
+		t.Errorf("%d read-ahead batches (%d bytes) left in the pending buffer", st.PendingBatches, st.PendingBytes)
+	}
+}
+
+// The reader whose miss started a build is interrupted like any other
+// waiter: its Get returns at once, while the build goes on for the
+// readers still waiting (built once).
+func TestReaderThatStartedABuildCanBeInterrupted(t *testing.T) {
+	s := newStore(t, 0)
+	v := &memView{n: 1, delay: 500 * time.Millisecond}
+	ctx, cancel := context.WithCancel(context.Background())
+	first := make(chan error, 1)
+	go func() {
+		_, err := s.Get(ctx, v, 0, "a")
+		first <- err
+	}()
+	for v.count(0) == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	second := make(chan error, 1)
+	go func() {
+		_, err := s.Get(context.Background(), v, 0, "b")
+		second <- err
+	}()
+	begin := time.Now()
+	cancel()
+	if err := <-first; !errors.Is(err, context.Canceled) || time.Since(begin) > 200*time.Millisecond {
+		t.Fatalf("interrupted reader: %v after %v, want context.Canceled at once", err, time.Since(begin))
+	}
+	if err := <-second; err != nil {
+		t.Fatalf("the other reader: %v", err)
+	}
+	if n := v.count(0); n != 1 {
+		t.Fatalf("%d builds, want 1", n)
+	}
+}
