@@ -85,9 +85,10 @@ func newBlockMemo(max int64, reserve func(int64)) *blockMemo {
 }
 
 // file returns file i of the block under key, building the block with
-// build (once, however many views ask at once) on a miss. est is the
-// block's decoded size, estimated from its batches' sizes.
-func (m *blockMemo) file(ctx context.Context, key string, i int, est int64, build func(context.Context) ([]arrow.RecordBatch, error)) (arrow.RecordBatch, error) {
+// build (once, however many views ask at once) on a miss. estimate gives
+// the block's decoded size from its batches' sizes; it is asked only on a
+// miss.
+func (m *blockMemo) file(ctx context.Context, key string, i int, estimate func() int64, build func(context.Context) ([]arrow.RecordBatch, error)) (arrow.RecordBatch, error) {
 	demand := onDemand(ctx)
 	retried := false
 	for {
@@ -105,6 +106,10 @@ func (m *blockMemo) file(ctx context.Context, key string, i int, est int64, buil
 			case <-ctx.Done():
 				return nil, ctx.Err()
 			}
+		}
+		var est int64
+		if !ok {
+			est = estimate()
 		}
 		if !ok && !demand && m.evictable(time.Now()) < m.bytes+2*est-m.max {
 			m.mu.Unlock()

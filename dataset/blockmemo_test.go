@@ -191,8 +191,8 @@ func TestPrefetchOfABlockSkipsRatherThanWaits(t *testing.T) {
 	m.max = 2 * 2 * one // room for two 2-file blocks
 	demand := WithBuildNotice(context.Background(), func() {})
 	spec := context.Background()
-	est := 2 * one / 2  // charged 2×est = one block's size while building
-	m.stale = time.Hour // nothing goes stale until the test says so
+	est := func() int64 { return one } // charged 2×est, one 2-file block, while building
+	m.stale = time.Hour                // nothing goes stale until the test says so
 
 	for _, key := range []string{"b0", "b1"} {
 		if _, err := m.file(demand, key, 0, est, fakeBlock(2, &builds, nil)); err != nil {
@@ -240,14 +240,14 @@ func TestReaderRetriesAFailedPrefetchBuild(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() {
-		_, err := m.file(context.Background(), "b0", 0, 1, failing)
+		_, err := m.file(context.Background(), "b0", 0, func() int64 { return 1 }, failing)
 		done <- err
 	}()
 	<-started
 	got := make(chan error, 1)
 	var readerBuilds int
 	go func() {
-		_, err := m.file(demand, "b0", 1, 1, fakeBlock(2, &readerBuilds, nil))
+		_, err := m.file(demand, "b0", 1, func() int64 { return 1 }, fakeBlock(2, &readerBuilds, nil))
 		got <- err
 	}()
 	time.Sleep(50 * time.Millisecond) // the reader waits on the prefetch

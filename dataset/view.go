@@ -308,7 +308,8 @@ func (v *View) blockFile(ctx context.Context, pos int) (arrow.RecordBatch, error
 	p := sort.Search(len(v.blockOrder), func(p int) bool { return v.blockStart[p+1] > pos })
 	b := int(v.blockOrder[p])
 	key := fmt.Sprintf("%s/block:%d,seed=%d,epoch=%d/%d", v.snap.ID, v.spec.Block, v.spec.Seed, v.spec.Epoch, b)
-	return v.snap.ds.blocks.file(ctx, key, pos-v.blockStart[p], v.blockEstimate(b), func(ctx context.Context) ([]arrow.RecordBatch, error) {
+	estimate := func() int64 { return v.blockEstimate(b) }
+	return v.snap.ds.blocks.file(ctx, key, pos-v.blockStart[p], estimate, func(ctx context.Context) ([]arrow.RecordBatch, error) {
 		return v.buildBlock(ctx, b)
 	})
 }
@@ -331,13 +332,15 @@ func (v *View) blockEstimate(b int) int64 {
 // read and the next one being built (twice its size while it is cut),
 // does not fit in the memory the dataset allows for built blocks.
 func (v *View) blocksFit() error {
-	var most, batch int64
-	for b := range v.blockOrder {
-		most = max(most, v.blockEstimate(b))
-	}
+	var most, batch, block int64 // the largest block and batch; the block summed so far
 	for k := range v.total {
+		if k%v.spec.Block == 0 {
+			block = 0
+		}
 		if sz, err := v.snap.Size(k); err == nil {
 			batch = max(batch, sz)
+			block += sz
+			most = max(most, block)
 		}
 	}
 	room := v.snap.ds.blocks.max

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/zenithfs/zenithfs/scheduler"
@@ -22,9 +21,8 @@ func newScheduler(ctx context.Context, cfg *Config, log *slog.Logger) (*schedule
 	}
 	var runner scheduler.Runner
 	if cfg.Jobs == "slurm" {
-		if strings.ContainsRune(cfg.StateDir, '\\') {
-			// sbatch strips backslashes from --output: no job could launch.
-			return nil, fmt.Errorf("--jobs slurm: --state-dir %q: Slurm cannot write job logs under a path with a backslash", cfg.StateDir)
+		if err := slurm.CheckLogDir(cfg.StateDir); err != nil {
+			return nil, fmt.Errorf("--jobs slurm: --state-dir: %w", err)
 		}
 		r := slurm.New(slurm.Config{Logger: log, LogCap: scheduler.DefaultLogCap, Workdir: filepath.Join(cfg.StateDir, "work"), JobCompLog: "/var/log/slurm/jobcomp.log"})
 		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)

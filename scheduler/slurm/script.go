@@ -24,6 +24,16 @@ var jobNameRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 // job's comment, which FindStarted matches.
 var startKeyRE = regexp.MustCompile(`^[A-Za-z0-9_-]{0,64}$`)
 
+// CheckLogDir reports whether Slurm can write job logs under path: sbatch
+// strips backslashes from --output, so a job whose log path has one fails
+// to launch (JobLaunchFailure), writing to a directory that is not there.
+func CheckLogDir(path string) error {
+	if strings.ContainsRune(path, '\\') {
+		return fmt.Errorf("path %q: Slurm cannot write job logs under a path with a backslash (use a --state-dir without one)", path)
+	}
+	return nil
+}
+
 // submission is what Start hands to sbatch: its options (argv, never parsed
 // by a shell) and the batch script read from stdin.
 type submission struct {
@@ -46,10 +56,8 @@ func validate(req scheduler.RunRequest) error {
 		return bad("job %s: a shell command is one string, got %d", req.Name, len(req.Command))
 	case req.LogPath == "" || !filepath.IsAbs(req.LogPath):
 		return bad("job %s: log path %q must be absolute", req.Name, req.LogPath)
-	case strings.ContainsRune(req.LogPath, '\\'):
-		// sbatch strips backslashes from --output: the job would fail to
-		// launch (JobLaunchFailure) writing to a directory that is not there.
-		return bad("job %s: log path %q: Slurm cannot write a log whose path has a backslash (use a --state-dir without one)", req.Name, req.LogPath)
+	case CheckLogDir(req.LogPath) != nil:
+		return bad("job %s: %v", req.Name, CheckLogDir(req.LogPath))
 	case req.Workdir != "" && !filepath.IsAbs(req.Workdir):
 		return bad("job %s: workdir %q must be absolute", req.Name, req.Workdir)
 	case !startKeyRE.MatchString(req.StartKey):
