@@ -72,7 +72,7 @@ func runMain(args []string) error {
 	fs.Uint64Var(&cfg.Seed, "seed", 1, "shuffle seed (zenithfs view seed=S and the peers' permutation)")
 	fs.Uint64Var(&cfg.Epoch, "epoch", 0, "shuffle epoch")
 	fs.DurationVar(&cfg.MaxEpoch, "max-epoch", 30*time.Second, "an epoch longer than this stops and counts as partial (throughput over what was read)")
-	fs.StringVar(&cfg.Profile, "profile", "", "directory for daemon CPU profiles of one extra zenithfs remote epoch per dataset and order")
+	fs.StringVar(&cfg.Profile, "profile", "", "directory for daemon CPU profiles of one extra zenithfs epoch per arm, dataset, network and order (and one of the local arm)")
 	fs.IntVar(&cfg.ProfileSecs, "profile-seconds", 4, "length of each profile")
 	fs.StringVar(&cfg.Date, "date", time.Now().Format("2006-01-02"), "date in the results' names")
 	if err := fs.Parse(args); err != nil {
@@ -224,17 +224,11 @@ func bench(cfg Config, dss []Dataset) error {
 	}
 	if cfg.Profile != "" {
 		for _, ds := range res.Datasets {
-			for _, k := range []string{"zenithfs", "zenithfs-tuned"} {
-				if !has(cfg.Arms, k) {
-					continue
-				}
-				for _, o := range cfg.Orders {
-					a := Arm{ID: "profile", Kind: k, Net: "remote", Shuffled: o == "shuffled"}
-					p := filepath.Join(cfg.Profile, fmt.Sprintf("%s-%s-remote-%s.pprof", k, ds.Name, o))
-					r := b.runArm(ds, a, -1, p)
-					res.Notes = append(res.Notes, fmt.Sprintf("daemon CPU profile %s: taken during an extra epoch of %.2fs (%.0f samples/s)",
-						filepath.Base(p), r.Seconds, r.SamplesPS))
-				}
+			for _, a := range profileArms(cfg) {
+				p := filepath.Join(cfg.Profile, fmt.Sprintf("%s-%s-%s-%s.pprof", a.Kind, ds.Name, a.Net, orderName(a.Shuffled)))
+				r := b.runArm(ds, a, -1, p)
+				res.Notes = append(res.Notes, fmt.Sprintf("daemon CPU profile %s: taken during an extra epoch of %.2fs (%.0f samples/s)",
+					filepath.Base(p), r.Seconds, r.SamplesPS))
 			}
 		}
 	}
@@ -311,4 +305,32 @@ func machine() string {
 // tunedName is the zenithfs-tuned arm's name, after its flags.
 func (c Config) tunedName() string {
 	return fmt.Sprintf("zenithfs w%d p%d", c.TunedWorkers, c.TunedPrefetch)
+}
+
+// profileArms are the extra zenithfs epochs profiled with -profile: each
+// zenithfs arm on each S3 network and order, and the local arm (natural
+// order, page cache warm) beside them, whose difference is the S3 path's.
+func profileArms(cfg Config) []Arm {
+	var out []Arm
+	for _, k := range []string{"zenithfs", "zenithfs-tuned"} {
+		if !has(cfg.Arms, k) {
+			continue
+		}
+		for _, n := range cfg.Nets {
+			for _, o := range cfg.Orders {
+				out = append(out, Arm{ID: "profile", Kind: k, Net: n, Shuffled: o == "shuffled"})
+			}
+		}
+	}
+	if has(cfg.Arms, "local") {
+		out = append(out, Arm{ID: "profile", Kind: "zenithfs-local", Net: "local"})
+	}
+	return out
+}
+
+func orderName(shuffled bool) string {
+	if shuffled {
+		return "shuffled"
+	}
+	return "natural"
 }
