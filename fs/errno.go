@@ -25,6 +25,8 @@ func toErrno(err error) syscall.Errno {
 		return syscall.EACCES
 	case errors.Is(err, scheduler.ErrNotFound), errors.Is(err, source.ErrNotExist), errors.Is(err, fs.ErrNotExist):
 		return syscall.ENOENT
+	case errors.Is(err, scheduler.ErrActive):
+		return syscall.EBUSY
 	case errors.Is(err, context.Canceled):
 		return syscall.EINTR
 	case errors.Is(err, source.ErrUnreachable):

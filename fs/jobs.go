@@ -11,9 +11,14 @@ package fs
 //	<name>/log          stdout+stderr, growing while the job runs (tail -f)
 //	<name>/cancel       write anything to cancel
 //
+// `rmdir <name>` removes a job that has ended (EBUSY while it is pending or
+// running), with its log, and frees the name for a new submission.
+//
 // The directory is dynamic: Lookup and Readdir ask the scheduler, so a job
-// appears the moment Submit accepts it. Job directories never disappear
-// (the store keeps every job), so their entries may be cached briefly;
+// appears the moment Submit accepts it. A job directory goes away only by
+// that rmdir, which the kernel sees, so entries may be cached briefly; a
+// node of a removed job never serves a later job of the same name (its
+// inode number and its files are those of one submission);
 // attributes are never cached (a 1ns timeout: go-fuse reads 0 as "use the
 // mount's default", which is an hour for dataset files), and every file is
 // served with direct I/O, so `cat` and `tail -f` always see current bytes.
@@ -23,6 +28,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,7 +42,8 @@ import (
 )
 
 const (
-	// ctlEntryTimeout: names in the jobs tree never go away once they exist.
+	// ctlEntryTimeout: names in the jobs tree go away only by an rmdir
+	// through the mount, which the kernel sees.
 	ctlEntryTimeout = time.Second
 	// ctlAttrTimeout: effectively uncached (see the comment above).
 	ctlAttrTimeout = time.Nanosecond
@@ -60,6 +67,7 @@ var (
 	_ = (gofs.NodeLookuper)((*jobsDir)(nil))
 	_ = (gofs.NodeReaddirer)((*jobsDir)(nil))
 	_ = (gofs.NodeGetattrer)((*jobsDir)(nil))
+	_ = (gofs.NodeRmdirer)((*jobsDir)(nil))
 )
 
 // dirAttr fills a control directory's attributes.
@@ -92,30 +100,54 @@ func (d *jobsDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 		node = g
 		out.Mode = syscall.S_IFREG | 0o444
 	default:
-		if _, ok := d.s.Job(name); !ok {
+		j, ok := d.s.Job(name)
+		if !ok {
 			out.SetEntryTimeout(ctlAttrTimeout) // no negative caching: the job may be submitted next
 			return nil, syscall.ENOENT
 		}
-		node = &jobDir{sh: d.sh, s: d.s, name: name}
-		mode = syscall.S_IFDIR
+		jd := &jobDir{sh: d.sh, jobRef: jobRef{s: d.s, name: name, seq: j.Seq}}
+		out.SetEntryTimeout(ctlEntryTimeout)
+		out.SetAttrTimeout(ctlAttrTimeout)
 		dirAttr(d.sh, &out.Attr)
+		return d.NewInode(ctx, jd, gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: jd.ino()}), 0
 	}
 	out.SetEntryTimeout(ctlEntryTimeout)
 	out.SetAttrTimeout(ctlAttrTimeout)
 	return d.NewInode(ctx, node, gofs.StableAttr{Mode: mode, Ino: inode("zenith-jobs", name)}), 0
 }
 
+// Rmdir implements fs.NodeRmdirer: `rmdir jobs/<name>` removes a job that
+// has ended, with its log, and frees its name (like rmdir of a cgroup, the
+// directory's files do not have to be removed first). A job still pending
+// or running is EBUSY; the files inside cannot be unlinked one by one.
+func (d *jobsDir) Rmdir(ctx context.Context, name string) (errno syscall.Errno) {
+	defer d.sh.guard("rmdir", "jobs/"+name, &errno)
+	switch name {
+	case "submit", "errors":
+		return syscall.ENOTDIR
+	}
+	if !d.sh.allowed(ctx) {
+		return callerRefused(ctx, d.s, "remove "+name)
+	}
+	if err := d.s.Remove(name); err != nil {
+		return d.sh.failed("remove", "jobs/"+name, err)
+	}
+	return 0
+}
+
 // Readdir implements fs.NodeReaddirer: submit, errors, and one directory per
 // job.
 func (d *jobsDir) Readdir(ctx context.Context) (ds gofs.DirStream, errno syscall.Errno) {
 	defer d.sh.guard("readdir", "jobs", &errno)
-	names := d.s.Names()
-	ents := make([]fuse.DirEntry, 0, len(names)+2)
+	jobs := d.s.List()
+	sort.Slice(jobs, func(i, k int) bool { return jobs[i].Name < jobs[k].Name })
+	ents := make([]fuse.DirEntry, 0, len(jobs)+2)
 	ents = append(ents,
 		fuse.DirEntry{Name: "errors", Mode: syscall.S_IFREG, Ino: inode("zenith-jobs", "errors")},
 		fuse.DirEntry{Name: "submit", Mode: syscall.S_IFREG, Ino: inode("zenith-jobs", "submit")})
-	for _, n := range names {
-		ents = append(ents, fuse.DirEntry{Name: n, Mode: syscall.S_IFDIR, Ino: inode("zenith-jobs", n)})
+	for _, j := range jobs {
+		r := jobRef{name: j.Name, seq: j.Seq}
+		ents = append(ents, fuse.DirEntry{Name: j.Name, Mode: syscall.S_IFDIR, Ino: r.ino()})
 	}
 	return gofs.NewListDirStream(ents), 0
 }
@@ -329,12 +361,38 @@ func (g *ctlGen) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.Attr
 // jobFileNames are the entries of jobs/<name>/.
 var jobFileNames = []string{"cancel", "log", "spec", "status", "status.json"}
 
+// jobRef names one job: a name, and the submit sequence number of the job
+// that had it when the node was made, so that a node of a removed job does
+// not serve a later job of the same name (ENOENT instead).
+type jobRef struct {
+	s    *scheduler.Scheduler
+	name string
+	seq  uint64
+}
+
+// job returns the job's snapshot, ErrNotFound if it is gone.
+func (r jobRef) job() (scheduler.JobInfo, error) {
+	j, ok := r.s.Job(r.name)
+	if !ok || j.Seq != r.seq {
+		return scheduler.JobInfo{}, fmt.Errorf("job %s: %w", r.name, scheduler.ErrNotFound)
+	}
+	return j, nil
+}
+
+// ino is the inode number of the job's directory, or of a file in it.
+func (r jobRef) ino(file ...string) uint64 {
+	parts := []any{"zenith-jobs", r.name, r.seq}
+	for _, f := range file {
+		parts = append(parts, f)
+	}
+	return inode(parts...)
+}
+
 // jobDir is jobs/<name>.
 type jobDir struct {
 	gofs.Inode
-	sh   *shared
-	s    *scheduler.Scheduler
-	name string
+	sh *shared
+	jobRef
 }
 
 var (
@@ -349,15 +407,6 @@ func (d *jobDir) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.Attr
 	dirAttr(d.sh, &out.Attr)
 	out.SetTimeout(ctlAttrTimeout)
 	return 0
-}
-
-// job returns the job's snapshot, ErrNotFound if it is gone.
-func (d *jobDir) job() (scheduler.JobInfo, error) {
-	j, ok := d.s.Job(d.name)
-	if !ok {
-		return j, fmt.Errorf("job %s: %w", d.name, scheduler.ErrNotFound)
-	}
-	return j, nil
 }
 
 // Lookup implements fs.NodeLookuper.
@@ -382,11 +431,11 @@ func (d *jobDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (i
 	case "status.json":
 		node = gen(scheduler.JobInfo.StatusJSON)
 	case "log":
-		l := &logFile{sh: d.sh, s: d.s, name: d.name}
+		l := &logFile{sh: d.sh, jobRef: d.jobRef}
 		l.attr(&out.Attr)
 		node = l
 	case "cancel":
-		c := &cancelFile{sh: d.sh, s: d.s, name: d.name}
+		c := &cancelFile{sh: d.sh, jobRef: d.jobRef}
 		c.attr(&out.Attr)
 		node = c
 	default:
@@ -395,7 +444,7 @@ func (d *jobDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (i
 	}
 	out.SetEntryTimeout(ctlEntryTimeout)
 	out.SetAttrTimeout(ctlAttrTimeout)
-	return d.NewInode(ctx, node, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: inode("zenith-jobs", d.name, name)}), 0
+	return d.NewInode(ctx, node, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: d.ino(name)}), 0
 }
 
 // Readdir implements fs.NodeReaddirer.
@@ -403,7 +452,7 @@ func (d *jobDir) Readdir(ctx context.Context) (ds gofs.DirStream, errno syscall.
 	defer d.sh.guard("readdir", "jobs/"+d.name, &errno)
 	ents := make([]fuse.DirEntry, len(jobFileNames))
 	for i, n := range jobFileNames {
-		ents[i] = fuse.DirEntry{Name: n, Mode: syscall.S_IFREG, Ino: inode("zenith-jobs", d.name, n)}
+		ents[i] = fuse.DirEntry{Name: n, Mode: syscall.S_IFREG, Ino: d.ino(n)}
 	}
 	return gofs.NewListDirStream(ents), 0
 }

@@ -10,8 +10,6 @@ import (
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
-
-	"github.com/zenithfs/zenithfs/scheduler"
 )
 
 // logFile is jobs/<name>/log: a window onto the log file the runner
@@ -19,9 +17,8 @@ import (
 // the offset asked (direct I/O), so `tail -f` follows a running job.
 type logFile struct {
 	gofs.Inode
-	sh   *shared
-	s    *scheduler.Scheduler
-	name string
+	sh *shared
+	jobRef
 }
 
 var (
@@ -50,9 +47,9 @@ func (h *logHandle) Release(ctx context.Context) syscall.Errno {
 }
 
 func (l *logFile) path() (string, error) {
-	j, ok := l.s.Job(l.name)
-	if !ok {
-		return "", scheduler.ErrNotFound
+	j, err := l.job()
+	if err != nil {
+		return "", err
 	}
 	return j.LogPath, nil
 }
@@ -123,9 +120,8 @@ func (l *logFile) Read(ctx context.Context, fh gofs.FileHandle, dest []byte, off
 // cancelFile is jobs/<name>/cancel: any write cancels the job.
 type cancelFile struct {
 	gofs.Inode
-	sh   *shared
-	s    *scheduler.Scheduler
-	name string
+	sh *shared
+	jobRef
 }
 
 var (
@@ -174,6 +170,9 @@ func (c *cancelFile) Write(ctx context.Context, fh gofs.FileHandle, data []byte,
 	defer c.sh.guard("write", "jobs/"+c.name+"/cancel", &errno)
 	if !c.sh.allowed(ctx) {
 		return 0, syscall.EACCES
+	}
+	if _, err := c.job(); err != nil {
+		return 0, toErrno(err) // removed: not a later job of the same name
 	}
 	if err := c.s.Cancel(c.name); err != nil {
 		return 0, c.sh.failed("cancel", "jobs/"+c.name, err)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -464,5 +465,106 @@ func TestDaemonFailuresInTheControlTreeHaveAReason(t *testing.T) {
 	}
 	if got := string(sh.errs.text()); !strings.Contains(got, "submit") || !strings.Contains(got, scheduler.ErrClosed.Error()) {
 		t.Fatalf(".zenith/errors after the failed submit: %q", got)
+	}
+}
+
+// rmdir of a job directory removes a job that has ended, with its log, and
+// frees its name; a job still running is EBUSY, a stranger is EACCES, and
+// files held open from the removed job do not show the next job of that
+// name.
+func TestRmdirRemovesAnEndedJob(t *testing.T) {
+	cfg := jobsSchedConfig(t, t.TempDir(), 1)
+	jobs, s := jobsMount(t, cfg)
+	gate := filepath.Join(t.TempDir(), "gate")
+	jobsMustEcho(t, jobs, fmt.Sprintf(`{"name":"once","command":["sh","-c","echo first; while [ ! -e %s ]; do sleep 0.01; done"]}`, gate))
+	jobsPoll(t, jobs, "once", "RUNNING", 5*time.Second)
+	if err := syscall.Rmdir(filepath.Join(jobs, "once")); err != syscall.EBUSY {
+		t.Fatalf("rmdir of a running job: %v, want EBUSY", err)
+	}
+	if _, stderr, code := jobsShell(t, `rmdir "$JOBS/once"`, jobsNobody, "JOBS="+jobs); code == 0 || !strings.Contains(stderr, "Permission denied") {
+		t.Fatalf("rmdir as jobsNobody: exit %d, %q; want EACCES", code, stderr)
+	}
+	if err := syscall.Rmdir(filepath.Join(jobs, "submit")); err != syscall.ENOTDIR {
+		t.Fatalf("rmdir submit: %v, want ENOTDIR", err)
+	}
+	os.WriteFile(gate, nil, 0o644)
+	jobsPoll(t, jobs, "once", "COMPLETED", 5*time.Second)
+	j, _ := s.Job("once")
+	oldLog := j.LogPath
+	// Handles into the job that outlive it: a log read before the removal,
+	// a log only opened, and the cancel file.
+	readLog, err := os.Open(filepath.Join(jobs, "once", "log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer readLog.Close()
+	if b, err := io.ReadAll(readLog); err != nil || string(b) != "first\n" {
+		t.Fatalf("log = %q, %v", b, err)
+	}
+	openLog, err := os.Open(filepath.Join(jobs, "once", "log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer openLog.Close()
+	oldCancel, err := os.OpenFile(filepath.Join(jobs, "once", "cancel"), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer oldCancel.Close()
+
+	// The shell's rmdir, as a user would type it.
+	if _, stderr, code := jobsShell(t, `rmdir "$JOBS/once"`, nil, "JOBS="+jobs); code != 0 {
+		t.Fatalf("rmdir once: exit %d: %s", code, stderr)
+	}
+	if got, want := jobsLs(t, jobs), []string{"errors", "submit"}; !jobsEqual(got, want) {
+		t.Fatalf("ls jobs after rmdir = %v, want %v", got, want)
+	}
+	if _, err := os.Stat(filepath.Join(jobs, "once")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("stat removed job: %v", err)
+	}
+	if _, err := os.Stat(oldLog); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the removed job's log is still on disk: %v", err)
+	}
+	if err := syscall.Rmdir(filepath.Join(jobs, "once")); err != syscall.ENOENT {
+		t.Fatalf("second rmdir: %v, want ENOENT", err)
+	}
+
+	// The name is free again; the new job is a new directory, and the old
+	// handles never reach it.
+	gate2 := filepath.Join(t.TempDir(), "gate")
+	jobsMustEcho(t, jobs, fmt.Sprintf(`{"name":"once","command":["sh","-c","echo second; while [ ! -e %s ]; do sleep 0.01; done"]}`, gate2))
+	jobsPoll(t, jobs, "once", "RUNNING", 5*time.Second)
+	if _, err := oldCancel.Write([]byte("1")); !errors.Is(err, syscall.ENOENT) {
+		t.Fatalf("cancel through the removed job's handle: %v, want ENOENT", err)
+	}
+	if b, err := io.ReadAll(openLog); !errors.Is(err, syscall.ENOENT) {
+		t.Fatalf("read of the removed job's log, opened before: %q, %v; want ENOENT", b, err)
+	}
+	b := make([]byte, 64)
+	if n, _ := readLog.ReadAt(b, 0); string(b[:n]) != "first\n" {
+		t.Fatalf("the removed job's log, read before: now %q", b[:n])
+	}
+	os.WriteFile(gate2, nil, 0o644)
+	jobsPoll(t, jobs, "once", "COMPLETED", 5*time.Second)
+	if log := jobsRead(t, filepath.Join(jobs, "once", "log")); string(log) != "second\n" {
+		t.Fatalf("log of the new job = %q", log)
+	}
+
+	// Removal survives a restart: only the new job comes back.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := scheduler.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close(ctx)
+	if got := s2.Names(); !jobsEqual(got, []string{"once"}) {
+		t.Fatalf("jobs after restart = %v", got)
+	}
+	if j2, _ := s2.Job("once"); j2.Seq == j.Seq {
+		t.Fatalf("the new job has the removed job's sequence number %d", j.Seq)
 	}
 }

@@ -58,6 +58,10 @@
 // counts, is the new start. A cancel the runner refuses (scancel during a
 // controller outage) is asked again every heartbeat, queued or running.
 //
+// Remove forgets a job that has ended: its record, its log and the exit
+// files beside it go, and its name may be submitted again (a new Seq); a
+// pending or running job is ErrActive.
+//
 // A start that fails with ErrTemporary keeps the job PENDING ("waiting to
 // start: …") and is retried after a pause that doubles up to a minute.
 // Each attempt carries a RunRequest.StartKey, stored before its first

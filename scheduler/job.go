@@ -7,7 +7,10 @@ import (
 
 // JobInfo is a snapshot of one job.
 type JobInfo struct {
-	Name       string
+	Name string
+	// Seq is the job's place in submit order, unique in its store: a job
+	// submitted under the name of a removed one has another.
+	Seq        uint64
 	Spec       Spec
 	State      State
 	ExitCode   *int // nil until an attempt ended with a known status

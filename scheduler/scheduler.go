@@ -340,6 +340,37 @@ func (s *Scheduler) Cancel(name string) error {
 	return s.stopAttempt(context.Background(), r, ref)
 }
 
+// Remove forgets a job that has ended: its record and its log are deleted,
+// and its name may be submitted again. A job that has not ended is not
+// removed (ErrActive): cancel it first.
+func (s *Scheduler) Remove(name string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	r, ok := s.jobs[name]
+	if !ok {
+		return fmt.Errorf("remove %s: %w", name, ErrNotFound)
+	}
+	if !r.State.Terminal() {
+		return fmt.Errorf("remove %s: %w (%s)", name, ErrActive, r.State)
+	}
+	if err := s.st.delete(name); err != nil {
+		return fmt.Errorf("remove %s: %w", name, err)
+	}
+	delete(s.jobs, name)
+	// The log, and the exit-status files the local runner leaves beside it.
+	files, _ := filepath.Glob(filepath.Join(filepath.Dir(r.LogPath), "."+name+".*.exit"))
+	for _, f := range append(files, r.LogPath) {
+		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+			s.log.Warn("removed job: file left behind", "job", name, "file", f, "err", err)
+		}
+	}
+	s.log.Info("job removed", "job", name, "state", r.State)
+	return nil
+}
+
 // stopAttempt asks the runner to stop attempt ref of r; a refusal is returned and
 // remembered, so that the loop asks again until the runner takes it.
 func (s *Scheduler) stopAttempt(ctx context.Context, r *record, ref RunRef) error {
@@ -404,7 +435,7 @@ func (s *Scheduler) GPUs() []GPUStatus {
 // info snapshots r; mu held.
 func (s *Scheduler) info(r *record) JobInfo {
 	j := JobInfo{
-		Name: r.Spec.Name, Spec: r.Spec, State: r.State, Reason: r.Reason,
+		Name: r.Spec.Name, Seq: r.Seq, Spec: r.Spec, State: r.State, Reason: r.Reason,
 		SubmitTime: r.SubmitTime, StartTime: r.StartTime, EndTime: r.EndTime,
 		Attempts: r.Attempts, GPUs: slices.Clone(r.GPUs), Runner: s.runner.Name(), LogPath: r.LogPath,
 	}
@@ -418,8 +449,12 @@ func (s *Scheduler) info(r *record) JobInfo {
 }
 
 // persist writes r; mu held. A failed write is logged: the in-memory state
-// stays authoritative until the next successful write.
+// stays authoritative until the next successful write. A record that is
+// no longer the job of its name (removed) is not written back.
 func (s *Scheduler) persist(r *record) {
+	if s.jobs[r.Spec.Name] != r {
+		return
+	}
 	if err := s.st.put(r); err != nil {
 		s.log.Error("job store write failed", "job", r.Spec.Name, "err", err)
 	}

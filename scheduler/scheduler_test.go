@@ -254,6 +254,55 @@ func TestCancelPendingAndUnknown(t *testing.T) {
 	}
 }
 
+// Remove refuses active and unknown jobs; a removed job's name can be
+// submitted again, and its exit files go with its log.
+func TestRemove(t *testing.T) {
+	s := newTestScheduler(t, testConfig(t, 1))
+	gate := filepath.Join(t.TempDir(), "gate")
+	mustSubmit(t, s, shJob(t, "hold", fmt.Sprintf("while [ ! -e %s ]; do sleep 0.01; done", gate), map[string]any{"gpus": 1}))
+	mustSubmit(t, s, shJob(t, "queued", "true", map[string]any{"gpus": 1}))
+	waitState(t, s, "hold", Running, 5*time.Second)
+	for _, name := range []string{"hold", "queued"} {
+		if err := s.Remove(name); !errorsIs(err, ErrActive) {
+			t.Fatalf("remove %s (active): %v, want ErrActive", name, err)
+		}
+	}
+	if err := s.Remove("nope"); !errorsIs(err, ErrNotFound) {
+		t.Fatalf("remove unknown: %v, want ErrNotFound", err)
+	}
+	if err := s.Cancel("queued"); err != nil {
+		t.Fatal(err)
+	}
+	old, _ := s.Job("queued")
+	if err := s.Remove("queued"); err != nil {
+		t.Fatalf("remove a cancelled job: %v", err)
+	}
+	if _, ok := s.Job("queued"); ok {
+		t.Fatal("removed job still listed")
+	}
+	j := mustSubmit(t, s, shJob(t, "queued", "echo again", map[string]any{"gpus": 1}))
+	if j.Seq <= old.Seq || j.State != Pending {
+		t.Fatalf("resubmitted: seq %d (removed %d), state %s", j.Seq, old.Seq, j.State)
+	}
+	os.WriteFile(gate, nil, 0o644)
+	hold := waitState(t, s, "hold", Completed, 5*time.Second)
+	waitState(t, s, "queued", Completed, 5*time.Second)
+	exits, _ := filepath.Glob(filepath.Join(filepath.Dir(hold.LogPath), ".hold.*.exit"))
+	if len(exits) == 0 {
+		t.Fatal("the local runner left no exit file beside the log")
+	}
+	if err := s.Remove("hold"); err != nil {
+		t.Fatal(err)
+	}
+	left, _ := filepath.Glob(filepath.Join(filepath.Dir(hold.LogPath), "*hold*"))
+	if len(left) > 0 {
+		t.Fatalf("files left after remove: %v (exit files before: %v)", left, exits)
+	}
+	if got := s.Names(); len(got) != 1 || got[0] != "queued" {
+		t.Fatalf("jobs = %v", got)
+	}
+}
+
 func TestRetries(t *testing.T) {
 	s := newTestScheduler(t, testConfig(t, 0))
 	dir := t.TempDir()

@@ -124,4 +124,15 @@ func (s *store) load() ([]*record, uint64, error) {
 	return recs, seq, nil
 }
 
+// delete removes the job name; the submit sequence number stays.
+func (s *store) delete(name string) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketJobs).Delete([]byte(name))
+	})
+	if err != nil {
+		return fmt.Errorf("delete job %s: %w", name, err)
+	}
+	return nil
+}
+
 func (s *store) close() error { return s.db.Close() }

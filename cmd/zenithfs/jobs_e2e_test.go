@@ -32,7 +32,7 @@ func waitStatus(t *testing.T, path, want string, timeout time.Duration) {
 	}
 }
 
-// TestReadmeJobSession runs the README's echo/cat/tail/cancel session
+// TestReadmeJobSession runs the README's echo/cat/tail/cancel/rmdir session
 // against the real daemon with --gpus 2.
 func TestReadmeJobSession(t *testing.T) {
 	data := t.TempDir()
@@ -64,6 +64,17 @@ func TestReadmeJobSession(t *testing.T) {
 	if strings.Count(string(gpus), "\n") != 2 {
 		t.Fatalf("gpus: %q", gpus)
 	}
+	// rmdir forgets the ended job; its name is free again.
+	if out, err := sh(t, "rmdir "+filepath.Join(jobs, "long")); err != nil {
+		t.Fatalf("rmdir: %v %s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(jobs, "long")); !os.IsNotExist(err) {
+		t.Fatalf("removed job still there: %v", err)
+	}
+	if out, err := sh(t, `echo '{"name":"long","command":["true"]}' > `+jobs+`/submit`); err != nil {
+		t.Fatalf("resubmit a removed job's name: %v %s", err, out)
+	}
+	waitStatus(t, filepath.Join(jobs, "long", "status"), "COMPLETED", 20*time.Second)
 	// A bad spec: the echo fails and the reason is readable.
 	if _, err := sh(t, `echo '{"name":"bad name!","command":["true"]}' > `+jobs+`/submit`); err == nil {
 		t.Fatal("a bad spec was accepted")
