@@ -195,6 +195,7 @@ func parquetEpoch(path string, batchSize int) (int64, time.Duration, error) {
 type ConsumerResult struct {
 	Wait, Total time.Duration
 	OpenWait    time.Duration // the part of Wait spent in open(2)
+	FirstWait   time.Duration // the part of Wait spent on the first batch (a fresh mount builds it cold)
 	Batches     int
 }
 
@@ -218,7 +219,11 @@ func consume(paths []string, compute time.Duration, spin bool) (ConsumerResult, 
 		if _, err := r.read(p); err != nil {
 			return res, err
 		}
-		res.Wait += time.Since(t0)
+		w := time.Since(t0)
+		res.Wait += w
+		if res.Batches == 0 {
+			res.FirstWait = w
+		}
 		res.OpenWait += r.openTime
 		res.Batches++
 		if spin {
