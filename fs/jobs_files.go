@@ -171,10 +171,7 @@ func (c *cancelFile) Write(ctx context.Context, fh gofs.FileHandle, data []byte,
 	if !c.sh.allowed(ctx) {
 		return 0, syscall.EACCES
 	}
-	if _, err := c.job(); err != nil {
-		return 0, toErrno(err) // removed: not a later job of the same name
-	}
-	if err := c.s.Cancel(c.name); err != nil {
+	if err := c.s.CancelSeq(c.name, c.seq); err != nil {
 		return 0, c.sh.failed("cancel", "jobs/"+c.name, err)
 	}
 	return uint32(len(data)), 0

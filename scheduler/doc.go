@@ -40,7 +40,7 @@
 // The local runner starts each attempt in its own process group under a
 // small /bin/sh wrapper that records the exit status in a file, and pipes
 // stdout and stderr into a separate copier process that appends to
-// StateDir/logs/<name>.log. The copier keeps reading past the cap (LogCap,
+// StateDir/logs/<name>.<seq>.log. The copier keeps reading past the cap (LogCap,
 // all attempts together) and drops the excess with a note in the log, so a
 // chatty job never blocks; being its own process, it keeps logging while the
 // daemon is down. A RunRef holds pid, process start time (/proc/<pid>/stat

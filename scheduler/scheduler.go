@@ -9,13 +9,15 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
 
 // Config configures a Scheduler.
 type Config struct {
-	// StateDir holds jobs.db, logs/<name>.log and work/ (the default
+	// StateDir holds jobs.db, logs/<name>.<seq>.log and work/ (the default
 	// working directory). Created if missing.
 	StateDir string
 	// GPUs the scheduler hands out (see DiscoverGPUs).
@@ -274,10 +276,12 @@ func (s *Scheduler) Submit(data []byte) (JobInfo, error) {
 	}
 	r := &record{
 		Seq: s.seq + 1, Spec: sp, State: Pending, SubmitTime: time.Now().UTC(),
-		LogPath: filepath.Join(s.cfg.StateDir, "logs", sp.Name+".log"), timeLimit: limit,
+		LogPath: filepath.Join(s.cfg.StateDir, "logs", fmt.Sprintf("%s.%d.log", sp.Name, s.seq+1)), timeLimit: limit,
 	}
-	// The name is new to the store: a log left by a job of that name in a
-	// store that was since deleted is not this job's.
+	// The log is this submission's (name and sequence number), so that an
+	// attempt of a removed job that outlives it (a Slurm requeue the
+	// scheduler no longer follows) never writes into a later job's log. A
+	// log left there by a store that was since deleted is not this job's.
 	if err := os.Remove(r.LogPath); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return JobInfo{}, fmt.Errorf("submit %s: %w", sp.Name, err)
 	}
@@ -298,10 +302,14 @@ func (s *Scheduler) Submit(data []byte) (JobInfo, error) {
 // the runner takes it; one whose last start may have launched it after all
 // (sbatch timed out) stays PENDING until the dispatcher has looked for
 // that launch and stopped it.
-func (s *Scheduler) Cancel(name string) error {
+func (s *Scheduler) Cancel(name string) error { return s.CancelSeq(name, 0) }
+
+// CancelSeq is Cancel of the job name only if it is submission seq (0: any
+// submission); a later job of the same name is ErrNotFound.
+func (s *Scheduler) CancelSeq(name string, seq uint64) error {
 	s.mu.Lock()
 	r, ok := s.jobs[name]
-	if !ok {
+	if !ok || seq != 0 && r.Seq != seq {
 		s.mu.Unlock()
 		return fmt.Errorf("cancel %s: %w", name, ErrNotFound)
 	}
@@ -360,15 +368,34 @@ func (s *Scheduler) Remove(name string) error {
 		return fmt.Errorf("remove %s: %w", name, err)
 	}
 	delete(s.jobs, name)
-	// The log, and the exit-status files the local runner leaves beside it.
-	files, _ := filepath.Glob(filepath.Join(filepath.Dir(r.LogPath), "."+name+".*.exit"))
-	for _, f := range append(files, r.LogPath) {
+	for _, f := range append(exitFiles(r.LogPath), r.LogPath) {
 		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
 			s.log.Warn("removed job: file left behind", "job", name, "file", f, "err", err)
 		}
 	}
 	s.log.Info("job removed", "job", name, "state", r.State)
 	return nil
+}
+
+// exitFiles are the exit-status files the local runner leaves beside the
+// log logPath: .BASE.N.exit, BASE the log's name without .log, N an attempt
+// (only digits: the names of other jobs may extend BASE with dots).
+func exitFiles(logPath string) []string {
+	dir := filepath.Dir(logPath)
+	prefix := "." + strings.TrimSuffix(filepath.Base(logPath), ".log") + "."
+	ents, _ := os.ReadDir(dir)
+	var out []string
+	for _, e := range ents {
+		n, ok := strings.CutPrefix(e.Name(), prefix)
+		if !ok {
+			continue
+		}
+		attempt, ok := strings.CutSuffix(n, ".exit")
+		if _, err := strconv.Atoi(attempt); ok && err == nil {
+			out = append(out, filepath.Join(dir, e.Name()))
+		}
+	}
+	return out
 }
 
 // stopAttempt asks the runner to stop attempt ref of r; a refusal is returned and

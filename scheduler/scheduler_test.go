@@ -303,6 +303,46 @@ func TestRemove(t *testing.T) {
 	}
 }
 
+// A removed job's sequence number is never handed out again, even when it
+// was the highest and another job was written after it; removing a job
+// leaves the exit files of a job whose name extends it with a dot.
+func TestRemovedJobsNumberAndNeighbours(t *testing.T) {
+	cfg := testConfig(t, 0)
+	s := newTestScheduler(t, cfg)
+	gate := filepath.Join(t.TempDir(), "gate")
+	a := mustSubmit(t, s, shJob(t, "a", fmt.Sprintf("while [ ! -e %s ]; do sleep 0.01; done", gate), nil))
+	b := mustSubmit(t, s, shJob(t, "a.1", "true", nil))
+	waitState(t, s, "a.1", Completed, 5*time.Second)
+	os.WriteFile(gate, nil, 0o644)
+	waitState(t, s, "a", Completed, 5*time.Second) // written after a.1, with the lower number
+	b2, _ := s.Job("a.1")
+	if len(exitFiles(b2.LogPath)) == 0 {
+		t.Fatal("no exit file of a.1 to keep: the test proves nothing")
+	}
+	if err := s.Remove("a"); err != nil {
+		t.Fatal(err)
+	}
+	if len(exitFiles(b2.LogPath)) == 0 {
+		t.Fatal("removing a took a.1's exit file")
+	}
+	if err := s.Remove("a.1"); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s2 := newTestScheduler(t, cfg)
+	c := mustSubmit(t, s2, shJob(t, "c", "true", nil))
+	if c.Seq <= b.Seq || c.Seq <= a.Seq {
+		t.Fatalf("after removals and a restart the next job got seq %d; removed jobs had %d and %d", c.Seq, a.Seq, b.Seq)
+	}
+	if c.LogPath == b.LogPath || c.LogPath == a.LogPath {
+		t.Fatalf("log path %s reused", c.LogPath)
+	}
+}
+
 func TestRetries(t *testing.T) {
 	s := newTestScheduler(t, testConfig(t, 0))
 	dir := t.TempDir()

@@ -90,7 +90,17 @@ func (s *store) put(r *record) error {
 		if err := tx.Bucket(bucketJobs).Put([]byte(r.Spec.Name), b); err != nil {
 			return err
 		}
-		return tx.Bucket(bucketMeta).Put(keySeq, []byte(fmt.Sprint(r.Seq)))
+		// The highest number handed out stays, whichever job is written
+		// last: a removed job's number is never handed out again.
+		meta := tx.Bucket(bucketMeta)
+		var seq uint64
+		if v := meta.Get(keySeq); v != nil {
+			fmt.Sscan(string(v), &seq)
+		}
+		if r.Seq <= seq {
+			return nil
+		}
+		return meta.Put(keySeq, []byte(fmt.Sprint(r.Seq)))
 	})
 	if err != nil {
 		return fmt.Errorf("store job %s: %w", r.Spec.Name, err)
