@@ -80,7 +80,12 @@
 // (same pid and start time), it is adopted and watched, and its exit status
 // is read from the wrapper's file when it ends; gone without a recorded
 // status, it is LOST with the reason (the zombie detection). PENDING jobs
-// queue again. A heartbeat (PollInterval) polls every running attempt, so a
+// queue again — except one whose attempt the last daemon launched but died
+// before recording (it has a StartKey and no RunRef): where the scheduler
+// places jobs on its own GPUs (the local runner, a Finder that looks for
+// the attempt's wrapper process, or the exit file it left), that attempt
+// is adopted on the GPUs stored with the StartKey, not run a second time;
+// its start time is the restart's. A heartbeat (PollInterval) polls every running attempt, so a
 // process that vanishes later is marked LOST too, never RUNNING forever.
 //
 // Close (unmount) stops running jobs — SIGTERM, SIGKILL after Grace — and

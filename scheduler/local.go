@@ -21,6 +21,9 @@ import (
 // the job by exec), waits for the job, and records the job's exit status in
 // the exit file, so that the status survives a daemon restart: an adopted
 // process is not our child and cannot be waited for.
+// wrapperName is the wrapper's $0, by which FindStarted knows it.
+const wrapperName = "zenith-job"
+
 const wrapperScript = `ex=$1; shift
 trap : TERM INT HUP
 "$@"
@@ -167,8 +170,7 @@ func (r *LocalRunner) Start(ctx context.Context, req RunRequest) (RunRef, error)
 	if req.Attempt > 1 && capLeft != 0 {
 		fmt.Fprintf(logf, "[zenithfs: attempt %d]\n", req.Attempt)
 	}
-	exitPath := filepath.Join(filepath.Dir(req.LogPath),
-		fmt.Sprintf(".%s.%d.exit", strings.TrimSuffix(filepath.Base(req.LogPath), ".log"), req.Attempt))
+	exitPath := attemptExitPath(req)
 	_ = os.Remove(exitPath)
 
 	pr, pw, err := os.Pipe()
@@ -193,7 +195,7 @@ func (r *LocalRunner) Start(ctx context.Context, req RunRequest) (RunRef, error)
 	if workdir == "" {
 		workdir = r.cfg.Workdir
 	}
-	cmd := exec.Command("/bin/sh", append([]string{"-c", wrapperScript, "zenith-job", exitPath}, argv...)...)
+	cmd := exec.Command("/bin/sh", append([]string{"-c", wrapperScript, wrapperName, exitPath}, argv...)...)
 	cmd.Stdout, cmd.Stderr = pw, pw
 	cmd.Dir = workdir
 	cmd.Env = jobEnv(req)
@@ -224,6 +226,53 @@ func (r *LocalRunner) Start(ctx context.Context, req RunRequest) (RunRef, error)
 	go r.wait(cmd, lp, copierDone)
 	r.log.Debug("job started", "job", req.Name, "attempt", req.Attempt, "pid", pid, "gpus", req.GPUs)
 	return ref, nil
+}
+
+// attemptExitPath is where the wrapper of attempt req records its exit
+// status: .BASE.N.exit beside the log (BASE the log's name without .log),
+// unique to the submission and the attempt.
+func attemptExitPath(req RunRequest) string {
+	return filepath.Join(filepath.Dir(req.LogPath),
+		fmt.Sprintf(".%s.%d.exit", strings.TrimSuffix(filepath.Base(req.LogPath), ".log"), req.Attempt))
+}
+
+// FindStarted implements Finder: the attempt of req that an earlier Start
+// launched, found after a daemon died between launching it and recording
+// it. Its wrapper is found among the running processes by its arguments
+// (the attempt's exit file is one); one that already ended is found by the
+// exit file it left, and is reported with pid 0 (Poll reads its status,
+// Cancel has nothing to stop). "" when the attempt was never launched.
+func (r *LocalRunner) FindStarted(ctx context.Context, req RunRequest) (RunRef, error) {
+	exitPath := attemptExitPath(req)
+	procs, err := os.ReadDir("/proc")
+	if err != nil {
+		return "", fmt.Errorf("find %s: %w", req.Name, err)
+	}
+	for _, e := range procs {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(b), "\x00")
+		if len(args) < 5 || args[0] != "/bin/sh" || args[3] != wrapperName || args[4] != exitPath {
+			continue
+		}
+		ref := localRef{pid: pid, exitPath: exitPath}
+		if _, start, ok := procStat(pid); ok {
+			ref.start = start
+			if ref.alive() {
+				return ref.encode(), nil
+			}
+		}
+	}
+	if _, ok := readExitFile(exitPath); ok {
+		return localRef{exitPath: exitPath}.encode(), nil
+	}
+	return "", nil
 }
 
 // wait reaps the wrapper, records the attempt's status and notifies.
@@ -311,6 +360,9 @@ func (r *LocalRunner) Cancel(ctx context.Context, ref RunRef, grace time.Duratio
 	lr, err := parseLocalRef(ref)
 	if err != nil {
 		return err
+	}
+	if lr.pid == 0 {
+		return nil // an attempt found ended (FindStarted): nothing runs
 	}
 	// A pid now held by a process with another start time is someone
 	// else's: our group is gone (Linux never reuses a pid that is still in

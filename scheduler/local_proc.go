@@ -9,7 +9,8 @@ import (
 )
 
 // localRef is the decoded form of a local RunRef:
-// "local:<pid>:<start ticks>:<exit file>". The start time (field 22 of
+// "local:<pid>:<start ticks>:<exit file>"; pid 0 is an attempt that had
+// ended when FindStarted found it (only its exit file is left). The start time (field 22 of
 // /proc/<pid>/stat, in clock ticks since boot) tells our process from a
 // later process that reuses the pid.
 type localRef struct {
@@ -28,7 +29,7 @@ func parseLocalRef(ref RunRef) (localRef, error) {
 		return localRef{}, fmt.Errorf("not a local run reference: %q", ref)
 	}
 	pid, err := strconv.Atoi(f[1])
-	if err != nil || pid <= 0 {
+	if err != nil || pid < 0 {
 		return localRef{}, fmt.Errorf("run reference %q: bad pid", ref)
 	}
 	start, err := strconv.ParseUint(f[2], 10, 64)
@@ -66,6 +67,9 @@ func procStat(pid int) (state byte, start uint64, ok bool) {
 // alive reports whether the process of r still runs: same pid, same start
 // time, and not a zombie.
 func (r localRef) alive() bool {
+	if r.pid == 0 {
+		return false
+	}
 	st, start, ok := procStat(r.pid)
 	return ok && start == r.start && st != 'Z' && st != 'X'
 }

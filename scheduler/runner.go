@@ -99,7 +99,8 @@ type Runner interface {
 
 // Finder is implemented by runners whose Start can fail after the attempt
 // was launched (Slurm: sbatch timing out while the controller accepts the
-// job). FindStarted returns the reference of the attempt an earlier Start
+// job), or whose launch a daemon can die before recording (the local
+// runner; New adopts what it finds). FindStarted returns the reference of the attempt an earlier Start
 // with req.StartKey launched, "" when there is none; an error means it
 // cannot tell now. The scheduler asks before it gives up on such an
 // attempt (a job cancelled while its start was being retried), so that no

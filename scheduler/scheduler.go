@@ -162,6 +162,7 @@ func (s *Scheduler) resume() error {
 		if r.State.Terminal() {
 			continue
 		}
+		s.adoptLaunched(r)
 		if r.Ref == "" {
 			// Pending (or was being started when the daemon died: the
 			// attempt never got a reference and is run again).
@@ -204,6 +205,36 @@ func (s *Scheduler) resume() error {
 		s.apply(r, r.Ref, st)
 	}
 	return nil
+}
+
+// adoptLaunched adopts, at start-up, the attempt of r that the last daemon
+// launched but died before recording (r has the attempt's StartKey and no
+// Ref), where the runner places jobs on this daemon's GPUs and can find it:
+// the attempt keeps the GPUs it was started with (stored with the StartKey),
+// instead of being started a second time beside itself. mu is held or s not
+// shared yet. A runner that places jobs itself (Slurm) finds its launch at
+// the next Start (RunRequest.Resubmit).
+func (s *Scheduler) adoptLaunched(r *record) {
+	f, ok := s.runner.(Finder)
+	if !ok || r.Ref != "" || r.StartKey == "" || s.runner.AllocatesGPUs() {
+		return
+	}
+	ref, err := f.FindStarted(context.Background(), s.request(r))
+	if err != nil {
+		s.log.Warn("cannot tell whether the last daemon launched a job; it queues again", "job", r.Spec.Name, "err", err)
+		return
+	}
+	if ref == "" {
+		return
+	}
+	r.Ref, r.StartKey, r.tempFails, r.Reason = ref, "", 0, ""
+	r.Attempts++
+	r.State, r.StartTime = Running, time.Now().UTC()
+	if p, ok := s.runner.(interface{ PID(RunRef) int }); ok {
+		r.PID = p.PID(ref)
+	}
+	s.persist(r)
+	s.log.Info("adopted a job the last daemon launched but did not record", "job", r.Spec.Name, "ref", ref, "gpus", r.GPUs)
 }
 
 // kick does a non-blocking send on a 1-buffered channel.
