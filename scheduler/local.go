@@ -261,6 +261,10 @@ func (r *LocalRunner) FindStarted(ctx context.Context, req RunRequest) (RunRef, 
 		if len(args) < 5 || args[0] != "/bin/sh" || args[3] != wrapperName || args[4] != exitPath {
 			continue
 		}
+		// Ours only: another user's process could mimic the arguments.
+		if fi, err := os.Stat(filepath.Join("/proc", e.Name())); err != nil || fi.Sys().(*syscall.Stat_t).Uid != uint32(os.Geteuid()) {
+			continue
+		}
 		ref := localRef{pid: pid, exitPath: exitPath}
 		if _, start, ok := procStat(pid); ok {
 			ref.start = start

@@ -23,13 +23,17 @@ func (r localRef) encode() RunRef {
 	return RunRef(fmt.Sprintf("local:%d:%d:%s", r.pid, r.start, r.exitPath))
 }
 
+// maxPID is Linux's largest pid (PID_MAX_LIMIT): a larger number in a
+// corrupt reference would wrap to 0 as a process group (kill(0, …)).
+const maxPID = 1 << 22
+
 func parseLocalRef(ref RunRef) (localRef, error) {
 	f := strings.SplitN(string(ref), ":", 4)
 	if len(f) != 4 || f[0] != "local" {
 		return localRef{}, fmt.Errorf("not a local run reference: %q", ref)
 	}
 	pid, err := strconv.Atoi(f[1])
-	if err != nil || pid < 0 {
+	if err != nil || pid < 0 || pid > maxPID {
 		return localRef{}, fmt.Errorf("run reference %q: bad pid", ref)
 	}
 	start, err := strconv.ParseUint(f[2], 10, 64)

@@ -284,11 +284,12 @@ func (s *Scheduler) dispatch(ctx context.Context) {
 		r.starting = true
 		resubmit := r.StartKey != ""
 		if !resubmit {
-			// Stored before Start runs: a start the daemon does not see
-			// end is known to be uncertain after a restart.
 			r.StartKey = newStartKey()
-			s.persist(r)
 		}
+		// Stored before Start runs, with the GPUs just planned: a start the
+		// daemon does not see end is known to be uncertain after a restart,
+		// and an attempt it launched is adopted on the GPUs it got.
+		s.persist(r)
 		reqs[i] = s.request(r)
 		reqs[i].Resubmit = resubmit
 	}

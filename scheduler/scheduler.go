@@ -312,9 +312,12 @@ func (s *Scheduler) Submit(data []byte) (JobInfo, error) {
 	// The log is this submission's (name and sequence number), so that an
 	// attempt of a removed job that outlives it (a Slurm requeue the
 	// scheduler no longer follows) never writes into a later job's log. A
-	// log left there by a store that was since deleted is not this job's.
-	if err := os.Remove(r.LogPath); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return JobInfo{}, fmt.Errorf("submit %s: %w", sp.Name, err)
+	// log left there by a store that was since deleted is not this job's,
+	// nor are its exit files (a restarted daemon would adopt their status).
+	for _, f := range append(exitFiles(r.LogPath), r.LogPath) {
+		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return JobInfo{}, fmt.Errorf("submit %s: %w", sp.Name, err)
+		}
 	}
 	if err := s.st.put(r); err != nil {
 		return JobInfo{}, fmt.Errorf("submit %s: %w", sp.Name, err)
