@@ -28,7 +28,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -89,7 +88,7 @@ func (d *jobsDir) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.Att
 func (d *jobsDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (ino *gofs.Inode, errno syscall.Errno) {
 	defer d.sh.guard("lookup", "jobs/"+name, &errno)
 	var node gofs.InodeEmbedder
-	mode := uint32(syscall.S_IFREG)
+	mode, num := uint32(syscall.S_IFREG), inode("zenith-jobs", name)
 	switch name {
 	case "submit":
 		f := &submitFile{sh: d.sh, s: d.s}
@@ -106,14 +105,12 @@ func (d *jobsDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 			return nil, syscall.ENOENT
 		}
 		jd := &jobDir{sh: d.sh, jobRef: jobRef{s: d.s, name: name, seq: j.Seq}}
-		out.SetEntryTimeout(ctlEntryTimeout)
-		out.SetAttrTimeout(ctlAttrTimeout)
+		node, mode, num = jd, syscall.S_IFDIR, jd.ino()
 		dirAttr(d.sh, &out.Attr)
-		return d.NewInode(ctx, jd, gofs.StableAttr{Mode: syscall.S_IFDIR, Ino: jd.ino()}), 0
 	}
 	out.SetEntryTimeout(ctlEntryTimeout)
 	out.SetAttrTimeout(ctlAttrTimeout)
-	return d.NewInode(ctx, node, gofs.StableAttr{Mode: mode, Ino: inode("zenith-jobs", name)}), 0
+	return d.NewInode(ctx, node, gofs.StableAttr{Mode: mode, Ino: num}), 0
 }
 
 // Rmdir implements fs.NodeRmdirer: `rmdir jobs/<name>` removes a job that
@@ -136,11 +133,10 @@ func (d *jobsDir) Rmdir(ctx context.Context, name string) (errno syscall.Errno) 
 }
 
 // Readdir implements fs.NodeReaddirer: submit, errors, and one directory per
-// job.
+// job, in submit order.
 func (d *jobsDir) Readdir(ctx context.Context) (ds gofs.DirStream, errno syscall.Errno) {
 	defer d.sh.guard("readdir", "jobs", &errno)
 	jobs := d.s.List()
-	sort.Slice(jobs, func(i, k int) bool { return jobs[i].Name < jobs[k].Name })
 	ents := make([]fuse.DirEntry, 0, len(jobs)+2)
 	ents = append(ents,
 		fuse.DirEntry{Name: "errors", Mode: syscall.S_IFREG, Ino: inode("zenith-jobs", "errors")},

@@ -21,15 +21,15 @@ import (
 // the job by exec), waits for the job, and records the job's exit status in
 // the exit file, so that the status survives a daemon restart: an adopted
 // process is not our child and cannot be waited for.
-// wrapperName is the wrapper's $0, by which FindStarted knows it.
-const wrapperName = "zenith-job"
-
 const wrapperScript = `ex=$1; shift
 trap : TERM INT HUP
 "$@"
 s=$?
 echo "$s" > "$ex"
 exit "$s"`
+
+// wrapperName is the wrapper's $0, by which FindStarted knows it.
+const wrapperName = "zenith-job"
 
 // LogCopierScript copies a job's output into its log, keeping the log
 // within a cap: run as /bin/sh -c LogCopierScript zenith-log LEFT CAP with
@@ -232,8 +232,34 @@ func (r *LocalRunner) Start(ctx context.Context, req RunRequest) (RunRef, error)
 // status: .BASE.N.exit beside the log (BASE the log's name without .log),
 // unique to the submission and the attempt.
 func attemptExitPath(req RunRequest) string {
-	return filepath.Join(filepath.Dir(req.LogPath),
-		fmt.Sprintf(".%s.%d.exit", strings.TrimSuffix(filepath.Base(req.LogPath), ".log"), req.Attempt))
+	return fmt.Sprintf("%s%d.exit", exitPrefix(req.LogPath), req.Attempt)
+}
+
+// exitPrefix is the path of the exit files beside the log logPath up to
+// the attempt number: DIR/.BASE.
+func exitPrefix(logPath string) string {
+	return filepath.Join(filepath.Dir(logPath), "."+strings.TrimSuffix(filepath.Base(logPath), ".log")+".")
+}
+
+// exitFiles are the exit files of every attempt of the job whose log is
+// logPath (only digits between the prefix and .exit: the names of other
+// jobs may extend BASE with dots).
+func exitFiles(logPath string) []string {
+	prefix := exitPrefix(logPath)
+	ents, _ := os.ReadDir(filepath.Dir(logPath))
+	var out []string
+	for _, e := range ents {
+		p := filepath.Join(filepath.Dir(logPath), e.Name())
+		n, ok := strings.CutPrefix(p, prefix)
+		if !ok {
+			continue
+		}
+		attempt, ok := strings.CutSuffix(n, ".exit")
+		if _, err := strconv.Atoi(attempt); ok && err == nil {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // FindStarted implements Finder: the attempt of req that an earlier Start

@@ -9,8 +9,6 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 )
@@ -314,12 +312,10 @@ func (s *Scheduler) Submit(data []byte) (JobInfo, error) {
 	// scheduler no longer follows) never writes into a later job's log. A
 	// log left there by a store that was since deleted is not this job's,
 	// nor are its exit files (a restarted daemon would adopt their status).
-	for _, f := range append(exitFiles(r.LogPath), r.LogPath) {
-		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return JobInfo{}, fmt.Errorf("submit %s: %w", sp.Name, err)
-		}
+	if err := removeJobFiles(r.LogPath); err != nil {
+		return JobInfo{}, fmt.Errorf("submit %s: %w", sp.Name, err)
 	}
-	if err := s.st.put(r); err != nil {
+	if err := s.st.add(r); err != nil {
 		return JobInfo{}, fmt.Errorf("submit %s: %w", sp.Name, err)
 	}
 	s.seq++
@@ -402,34 +398,23 @@ func (s *Scheduler) Remove(name string) error {
 		return fmt.Errorf("remove %s: %w", name, err)
 	}
 	delete(s.jobs, name)
-	for _, f := range append(exitFiles(r.LogPath), r.LogPath) {
-		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
-			s.log.Warn("removed job: file left behind", "job", name, "file", f, "err", err)
-		}
+	if err := removeJobFiles(r.LogPath); err != nil {
+		s.log.Warn("removed job: files left behind", "job", name, "err", err)
 	}
 	s.log.Info("job removed", "job", name, "state", r.State)
 	return nil
 }
 
-// exitFiles are the exit-status files the local runner leaves beside the
-// log logPath: .BASE.N.exit, BASE the log's name without .log, N an attempt
-// (only digits: the names of other jobs may extend BASE with dots).
-func exitFiles(logPath string) []string {
-	dir := filepath.Dir(logPath)
-	prefix := "." + strings.TrimSuffix(filepath.Base(logPath), ".log") + "."
-	ents, _ := os.ReadDir(dir)
-	var out []string
-	for _, e := range ents {
-		n, ok := strings.CutPrefix(e.Name(), prefix)
-		if !ok {
-			continue
-		}
-		attempt, ok := strings.CutSuffix(n, ".exit")
-		if _, err := strconv.Atoi(attempt); ok && err == nil {
-			out = append(out, filepath.Join(dir, e.Name()))
+// removeJobFiles removes the log logPath and the exit files the local
+// runner left beside it; files already gone are no error.
+func removeJobFiles(logPath string) error {
+	var errs []error
+	for _, f := range append(exitFiles(logPath), logPath) {
+		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
 		}
 	}
-	return out
+	return errors.Join(errs...)
 }
 
 // stopAttempt asks the runner to stop attempt ref of r; a refusal is returned and

@@ -80,8 +80,14 @@ func openStore(path string) (*store, error) {
 	return &store{db: db}, nil
 }
 
-// put writes r (and advances the submit counter past its Seq).
-func (s *store) put(r *record) error {
+// add writes a newly submitted job and records its Seq as the last one
+// handed out.
+func (s *store) add(r *record) error { return s.write(r, true) }
+
+// put writes r's new state.
+func (s *store) put(r *record) error { return s.write(r, false) }
+
+func (s *store) write(r *record, first bool) error {
 	b, err := json.Marshal(r)
 	if err != nil {
 		return fmt.Errorf("encode job %s: %w", r.Spec.Name, err)
@@ -90,17 +96,12 @@ func (s *store) put(r *record) error {
 		if err := tx.Bucket(bucketJobs).Put([]byte(r.Spec.Name), b); err != nil {
 			return err
 		}
-		// The highest number handed out stays, whichever job is written
-		// last: a removed job's number is never handed out again.
-		meta := tx.Bucket(bucketMeta)
-		var seq uint64
-		if v := meta.Get(keySeq); v != nil {
-			fmt.Sscan(string(v), &seq)
-		}
-		if r.Seq <= seq {
+		if !first {
 			return nil
 		}
-		return meta.Put(keySeq, []byte(fmt.Sprint(r.Seq)))
+		// Only a new job moves the sequence number, to its own (the
+		// highest yet): a removed job's number is never handed out again.
+		return tx.Bucket(bucketMeta).Put(keySeq, []byte(fmt.Sprint(r.Seq)))
 	})
 	if err != nil {
 		return fmt.Errorf("store job %s: %w", r.Spec.Name, err)
