@@ -108,6 +108,11 @@ type Options struct {
 	// For a store where each read waits on a round trip (S3), more than one
 	// keeps several fetches in flight while the prefetch workers decode.
 	ReadAhead int
+	// CoalesceBytes, when positive, is the size of the spans that segments
+	// read ahead in dataset order are fetched through (spans.go): for a
+	// store where each request costs a round trip (S3). A quarter of
+	// SegmentCacheBytes holds them.
+	CoalesceBytes int64
 }
 
 func (o *Options) defaults() {
@@ -153,6 +158,8 @@ type Dataset struct {
 	key string
 	// blocks holds block-shuffled views' built blocks, shared by every view.
 	blocks *blockMemo
+	// spans holds coalesced reads of the sources (nil: reads are exact).
+	spans *spanCache
 
 	mu        sync.Mutex // serialises loads and checks
 	cur       atomic.Pointer[Snapshot]
@@ -191,8 +198,13 @@ func (d *Dataset) Progress() IndexProgress {
 // New returns a dataset; call Load before use.
 func New(name string, loc Location, opts Options) *Dataset {
 	opts.defaults()
-	return &Dataset{Name: name, loc: loc, opts: opts, log: opts.Logger.With("dataset", name), segs: newSegCache(opts.SegmentCacheBytes),
-		key: indexKey(), blocks: newBlockMemo(opts.BlockBytes, opts.Reserve)}
+	segBytes := opts.SegmentCacheBytes
+	spans := newSpanCache(opts.CoalesceBytes, segBytes/4)
+	if spans != nil {
+		segBytes -= int64(spans.max) * spans.size
+	}
+	return &Dataset{Name: name, loc: loc, opts: opts, log: opts.Logger.With("dataset", name), segs: newSegCache(segBytes),
+		key: indexKey(), blocks: newBlockMemo(opts.BlockBytes, opts.Reserve), spans: spans}
 }
 
 // List returns the dataset's source objects, in order. It fails if the
@@ -337,6 +349,10 @@ func sameSources(a, b []source.Info) bool {
 
 // SegmentStats reports the decoded-segment cache's hits, misses and bytes.
 func (d *Dataset) SegmentStats() (hits, misses uint64, bytes int64) { return d.segs.stats() }
+
+// SpanStats reports coalesced reads (Options.CoalesceBytes): spans
+// fetched, and span reads served by a span cached or in flight.
+func (d *Dataset) SpanStats() (fetches, hits int64) { return d.spans.stats() }
 
 // Snapshot is an immutable view of a dataset at one set of source
 // identities: its files, schema, batches and their exact encoded sizes.
@@ -523,7 +539,7 @@ func (s *Snapshot) Record(ctx context.Context, k int) (arrow.RecordBatch, error)
 		fhi := min(hi-f.FirstRow, f.Index.Rows)
 		si := sort.Search(len(f.segStart), func(i int) bool { return f.segStart[i]+f.Index.Segments[i].Rows > flo })
 		for ; si < len(f.segStart) && f.segStart[si] < fhi; si++ {
-			rec, err := s.segment(ctx, f, si, false)
+			rec, err := s.segment(ctx, f, si, false, false)
 			if err != nil {
 				return nil, err
 			}
@@ -564,7 +580,7 @@ func (s *Snapshot) readAhead(k int) {
 			}
 			f, si = next[0], 0
 		}
-		if !s.startAhead(f, si, cur) {
+		if !s.startAhead(f, si, cur, true) {
 			return
 		}
 	}
@@ -580,7 +596,7 @@ func (s *Snapshot) readAheadBatches(k int, next []int) {
 	}
 	for _, b := range next {
 		lo, _ := s.BatchRows(b)
-		if f, si, ok := s.segmentAt(lo); ok && !s.startAhead(f, si, cur) {
+		if f, si, ok := s.segmentAt(lo); ok && !s.startAhead(f, si, cur, false) {
 			return
 		}
 	}
@@ -600,8 +616,9 @@ func (s *Snapshot) lastSegment(k int) (f *SourceFile, si int, key string, ok boo
 
 // startAhead starts decoding segment si of f in the background unless it
 // is decoded or being decoded, with cur in use (segCache.startAhead); it
-// reports whether the cache has room to look further ahead.
-func (s *Snapshot) startAhead(f *SourceFile, si int, cur string) bool {
+// reports whether the cache has room to look further ahead. inOrder: the
+// reader goes through the dataset in order (its reads may be coalesced).
+func (s *Snapshot) startAhead(f *SourceFile, si int, cur string, inOrder bool) bool {
 	key := s.segmentKey(f, si)
 	start, room := s.ds.segs.startAhead(key, cur, s.ds.opts.ReadAhead+1)
 	if !start {
@@ -611,11 +628,21 @@ func (s *Snapshot) startAhead(f *SourceFile, si int, cur string) bool {
 	if run == nil {
 		run = func(f func()) { go f() }
 	}
+	release := func() {}
+	if inOrder && s.ds.spans != nil {
+		// Its bytes' spans are in flight from now: a prefetch worker
+		// reaching the segment before this read-ahead joins them.
+		obj := s.object(context.Background(), f, false)
+		if off, n, ok := f.reader.SegmentExtent(obj, si); ok {
+			release = s.ds.spans.prefetch(obj, obj.spanObj, off, n)
+		}
+	}
 	run(func() {
 		defer s.ds.segs.doneAhead(key)
+		defer release()
 		// An error here is the next reader's to see, when it decodes the
 		// segment itself.
-		_, _ = s.segment(context.Background(), f, si, true)
+		_, _ = s.segment(context.Background(), f, si, true, inOrder)
 	})
 	return true
 }
@@ -640,17 +667,29 @@ func (s *Snapshot) segmentKey(f *SourceFile, i int) string {
 }
 
 // segment returns segment i of f, decoded; ahead: for a read-ahead, not
-// a reader (segCache.get).
-func (s *Snapshot) segment(ctx context.Context, f *SourceFile, i int, ahead bool) (arrow.RecordBatch, error) {
+// a reader (segCache.get); inOrder: read ahead of a reader going through
+// the dataset in order, which fetches coalesced spans (spans.go).
+func (s *Snapshot) segment(ctx context.Context, f *SourceFile, i int, ahead, inOrder bool) (arrow.RecordBatch, error) {
 	key := s.segmentKey(f, i)
 	return s.ds.segs.get(ctx, key, ahead, func(ctx context.Context) (arrow.RecordBatch, error) {
-		obj := &object{ctx: ctx, store: s.ds.loc.Store, key: f.Info.Key, size: f.Info.Size, etag: f.Info.ETag}
+		obj := s.object(ctx, f, inOrder)
 		rec, err := f.reader.ReadSegment(ctx, obj, i)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", f.Info.Key, obj.explain(err))
 		}
 		return rec, nil
 	})
+}
+
+// object is f's source object, read with ctx; spanFetch: its reads fetch
+// spans (see segment).
+func (s *Snapshot) object(ctx context.Context, f *SourceFile, spanFetch bool) *object {
+	obj := &object{ctx: ctx, store: s.ds.loc.Store, key: f.Info.Key, size: f.Info.Size, etag: f.Info.ETag,
+		spans: s.ds.spans, spanFetch: spanFetch}
+	if obj.spans != nil {
+		obj.spanObj = fmt.Sprintf("%s\x00%s\x00%s", s.ds.loc.StoreID, f.Info.Key, f.Info.Identity())
+	}
+	return obj
 }
 
 // encode writes batch k as an Arrow IPC file to w.

@@ -19,6 +19,12 @@ type object struct {
 	key   string
 	size  int64
 	etag  string // when set, reads require this ETag (S3 If-Match)
+	// spans, when set, serves ReadRanges from coalesced reads (spans.go):
+	// fetching the spans it needs when spanFetch, and only from spans
+	// cached or in flight otherwise. spanObj names the object's version.
+	spans     *spanCache
+	spanObj   string
+	spanFetch bool
 	// changedErr is the first read error that said the object changed.
 	// Decoders may flatten the errors of their reads (the Parquet footer's
 	// ErrCorrupt keeps only the text), so explain re-attaches it.
@@ -90,6 +96,11 @@ func (o *object) ReadRanges(offs []int64, bufs [][]byte) error {
 	ranges := make([]source.Range, len(offs))
 	for i := range offs {
 		ranges[i] = source.Range{Off: offs[i], Buf: bufs[i]}
+	}
+	if o.spans != nil {
+		if ok, err := o.spans.read(o, o.spanObj, ranges, o.spanFetch); ok {
+			return err
+		}
 	}
 	err := o.note(source.ReadRanges(o.readCtx(), o.store, o.key, ranges))
 	for _, r := range ranges {

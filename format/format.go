@@ -198,6 +198,24 @@ func (f *File) Schema() (*arrow.Schema, error) { return DecodeSchema(f.SchemaIPC
 // ReadSegment decodes segment i of the file into one record batch with the
 // file's schema. r holds per-file decoding state that may be reused between
 // calls (e.g. parsed Parquet footers); pass the same *Reader for one file.
+// SegmentExtent is the byte range of the object that segment i is read
+// from, when the index knows it without a read: a Parquet row group's
+// column chunks (from the footer the index kept), a text or stream
+// segment's range. obj is not read.
+func (r *Reader) SegmentExtent(obj Object, i int) (off, n int64, ok bool) {
+	f := r.File
+	if i < 0 || i >= len(f.Segments) {
+		return 0, 0, false
+	}
+	if f.Kind == Parquet {
+		return r.parquetExtent(obj, i)
+	}
+	if seg := f.Segments[i]; seg.Len > 0 {
+		return seg.Off, seg.Len, true
+	}
+	return 0, 0, false
+}
+
 func (r *Reader) ReadSegment(ctx context.Context, obj Object, i int) (arrow.RecordBatch, error) {
 	f := r.File
 	if i < 0 || i >= len(f.Segments) {

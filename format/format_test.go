@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"os"
 	"strings"
 	"testing"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
+
+	"github.com/zenithfs/zenithfs/internal/sampledata"
 )
 
 // memObject is an in-memory Object.
@@ -146,4 +149,71 @@ func TestIndexPanicIsCorrupt(t *testing.T) {
 	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "x/bad.parquet") || !strings.Contains(err.Error(), "panic") {
 		t.Fatalf("Index of a file whose decoder panics: %v", err)
 	}
+}
+
+// A Parquet row group's extent, known from the kept footer without a read,
+// covers exactly the bytes its decode reads: consecutive row groups tile
+// the file between the magic and the footer, and reading a row group
+// touches nothing outside its extent.
+func TestParquetSegmentExtent(t *testing.T) {
+	path := t.TempDir() + "/a.parquet"
+	if err := sampledata.WriteParquet(path, 5000, 1000); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := Index(context.Background(), "a.parquet", &memObject{b}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(f.Footer) == 0 || len(f.Segments) != 5 {
+		t.Fatalf("index kept a footer of %d bytes, %d segments", len(f.Footer), len(f.Segments))
+	}
+	r := NewReader(f)
+	obj := &rangeSpy{memObject: memObject{b}}
+	next := int64(4) // after "PAR1"
+	for i := range f.Segments {
+		off, n, ok := r.SegmentExtent(obj, i)
+		if !ok || off != next || n <= 0 {
+			t.Fatalf("row group %d: extent [%d,+%d) ok=%v, want it to start at %d", i, off, n, ok, next)
+		}
+		next = off + n
+		obj.lo, obj.hi = -1, -1
+		if _, err := r.ReadSegment(context.Background(), obj, i); err != nil {
+			t.Fatal(err)
+		}
+		if obj.lo != off || obj.hi != off+n {
+			t.Fatalf("row group %d read [%d,%d), extent [%d,%d)", i, obj.lo, obj.hi, off, off+n)
+		}
+	}
+	if _, _, ok := r.SegmentExtent(obj, 5); ok {
+		t.Fatal("an extent for a row group past the last")
+	}
+}
+
+// rangeSpy records the lowest and highest byte its reads touched.
+type rangeSpy struct {
+	memObject
+	lo, hi int64
+}
+
+func (s *rangeSpy) note(off int64, n int) {
+	if s.lo < 0 || off < s.lo {
+		s.lo = off
+	}
+	s.hi = max(s.hi, off+int64(n))
+}
+
+func (s *rangeSpy) ReadAt(p []byte, off int64) (int, error) {
+	s.note(off, len(p))
+	return s.memObject.ReadAt(p, off)
+}
+
+func (s *rangeSpy) ReadRanges(offs []int64, bufs [][]byte) error {
+	for i := range offs {
+		s.note(offs[i], len(bufs[i]))
+	}
+	return s.memObject.ReadRanges(offs, bufs)
 }

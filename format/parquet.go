@@ -114,6 +114,50 @@ func (r *Reader) parquetMeta(obj Object) (*metadata.FileMetaData, error) {
 	return r.pq.md, nil
 }
 
+// parquetExtent is the byte range of row group rg's column chunks, from the
+// footer when it is parsed or the index kept it (never read for this).
+func (r *Reader) parquetExtent(obj Object, rg int) (off, n int64, ok bool) {
+	r.pq.mu.Lock()
+	md := r.pq.md
+	r.pq.mu.Unlock()
+	if md == nil {
+		if len(r.File.Footer) == 0 {
+			return 0, 0, false
+		}
+		var err error
+		if md, err = r.parquetMeta(obj); err != nil {
+			return 0, 0, false
+		}
+	}
+	if rg >= md.NumRowGroups() {
+		return 0, 0, false
+	}
+	rgmd := md.RowGroup(rg)
+	lo, hi := int64(-1), int64(0)
+	for c := 0; c < rgmd.NumColumns(); c++ {
+		cc, err := rgmd.ColumnChunk(c)
+		if err != nil {
+			return 0, 0, false
+		}
+		start := chunkStart(cc)
+		if lo < 0 || start < lo {
+			lo = start
+		}
+		hi = max(hi, start+cc.TotalCompressedSize())
+	}
+	return lo, hi - lo, lo >= 0 && hi > lo
+}
+
+// chunkStart is where a column chunk's bytes begin: its dictionary page,
+// if any, else its first data page.
+func chunkStart(cc *metadata.ColumnChunkMetaData) int64 {
+	start := cc.DataPageOffset()
+	if cc.HasDictionaryPage() && cc.DictionaryPageOffset() > 0 && start > cc.DictionaryPageOffset() {
+		start = cc.DictionaryPageOffset()
+	}
+	return start
+}
+
 // readParquet decodes one row group. The byte ranges of all its column
 // chunks are read first, in one ReadRanges call; the decoder then reads from
 // memory, falling back to the object for anything outside those ranges.
@@ -134,10 +178,7 @@ func (r *Reader) readParquet(ctx context.Context, obj Object, rg int) (arrow.Rec
 		if err != nil {
 			return nil, fmt.Errorf("%w: column chunk %d: %v", ErrCorrupt, c, err)
 		}
-		start := cc.DataPageOffset()
-		if cc.HasDictionaryPage() && cc.DictionaryPageOffset() > 0 && start > cc.DictionaryPageOffset() {
-			start = cc.DictionaryPageOffset()
-		}
+		start := chunkStart(cc)
 		n := cc.TotalCompressedSize()
 		if start < 0 || n < 0 || start+n > obj.Size() {
 			return nil, fmt.Errorf("%w: column chunk %d at [%d,+%d) outside file of %d bytes", ErrCorrupt, c, start, n, obj.Size())

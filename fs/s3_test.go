@@ -125,8 +125,13 @@ func (fx *s3Fixture) store(t *testing.T, endpoint string, opts source.S3Options)
 // its reads are then the batch reads alone, as on a second mount.
 func (fx *s3Fixture) dataset(t *testing.T, name string, st source.Store, stateDir string, check time.Duration) *dataset.Dataset {
 	t.Helper()
-	d := dataset.New(name, dataset.Location{Store: st, Key: fx.prefix, Prefix: true, StoreID: "s3://" + fx.bucket},
-		dataset.Options{BatchSize: s3Batch, Workers: 2, StateDir: stateDir, CheckInterval: check})
+	return fx.datasetWith(t, name, st, dataset.Options{BatchSize: s3Batch, Workers: 2, StateDir: stateDir, CheckInterval: check})
+}
+
+// datasetWith is dataset with every option given.
+func (fx *s3Fixture) datasetWith(t *testing.T, name string, st source.Store, opts dataset.Options) *dataset.Dataset {
+	t.Helper()
+	d := dataset.New(name, dataset.Location{Store: st, Key: fx.prefix, Prefix: true, StoreID: "s3://" + fx.bucket}, opts)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := d.Load(ctx); err != nil {
@@ -269,6 +274,43 @@ func TestS3ParquetEpochMatchesLocalMount(t *testing.T) {
 	}
 	if epoch.Errors != 0 || epoch.Retries != 0 {
 		t.Errorf("errors or retries against a healthy server: %+v", epoch)
+	}
+}
+
+// Read in order with coalescing on (as zenithfs mount sets it for S3),
+// the segments read ahead come in spans: the same batches in far fewer
+// GETs than row groups, and about the dataset's bytes.
+func TestS3EpochInOrderIsCoalesced(t *testing.T) {
+	fx := newS3Fixture(t, s3Files)
+	state := t.TempDir()
+	st := fx.store(t, fx.srv.Endpoint, source.S3Options{})
+	fx.dataset(t, "index", st, state, time.Second)
+	indexed := st.Stats()
+	remote := fx.datasetWith(t, "s3", st, dataset.Options{BatchSize: s3Batch, Workers: 2, StateDir: state,
+		CheckInterval: time.Second, ReadAhead: 4, CoalesceBytes: 1 << 20})
+	mnt := mountT(t, Config{Datasets: []*dataset.Dataset{localDataset(t, fx.local), remote}, Batches: prefetchBatches(t)})
+
+	want, wantSizes := batchFiles(t, filepath.Join(mnt, "local"))
+	got, gotSizes := batchFiles(t, filepath.Join(mnt, "s3"))
+	sameEpoch(t, "s3", got, want, gotSizes, wantSizes)
+
+	epoch := st.Stats()
+	gets, fetched := epoch.GETs-indexed.GETs, epoch.BytesFetched-indexed.BytesFetched
+	amp := float64(fetched) / float64(fx.objectBytes())
+	var rowGroups int64
+	for _, f := range s3Files {
+		rowGroups += (f.rows + f.rg - 1) / f.rg
+	}
+	spans, hits := remote.SpanStats()
+	t.Logf("epoch: %d GETs for %d row groups, %.2f × the object bytes; %d spans fetched, %d span hits", gets, rowGroups, amp, spans, hits)
+	if gets == 0 || gets*3 > rowGroups {
+		t.Errorf("epoch issued %d GETs for %d row groups: want at most a third", gets, rowGroups)
+	}
+	if amp > 1.5 {
+		t.Errorf("epoch fetched %.2f × the dataset's bytes", amp)
+	}
+	if hits == 0 || epoch.Errors != 0 {
+		t.Errorf("%d span hits, %d errors", hits, epoch.Errors)
 	}
 }
 

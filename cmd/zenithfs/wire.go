@@ -186,6 +186,7 @@ func wire(ctx context.Context, cfg *Config, log *slog.Logger, workers int, check
 			Decode:            pool.Each,
 			Background:        func(f func()) { go func() { lower(); f() }() },
 			ReadAhead:         readAhead(cfg, isLocal),
+			CoalesceBytes:     coalesce(isLocal),
 			Logger:            log,
 			Progress:          progress,
 		})
@@ -226,6 +227,21 @@ func readAhead(cfg *Config, local bool) int {
 		return 1
 	}
 	return max(cfg.Prefetch, 1)
+}
+
+// s3Span is the size of the spans an S3 dataset read in order is fetched
+// through (dataset.Options.CoalesceBytes): one GET for several row groups
+// of a typical table (~1 MB each), yet small enough that the spans a
+// reader's --prefetch window covers are several GETs in flight.
+const s3Span = 4 << 20
+
+// coalesce is dataset.Options.CoalesceBytes: none for local files, whose
+// reads cost no round trip.
+func coalesce(local bool) int64 {
+	if local {
+		return 0
+	}
+	return s3Span
 }
 
 // memoryMargin is what the daemon may hold over --cache-size: the issue's
@@ -478,6 +494,10 @@ type datasetStats struct {
 	SegmentHits   uint64 `json:"segment_cache_hits"`
 	SegmentMisses uint64 `json:"segment_cache_misses"`
 	SegmentBytes  int64  `json:"segment_cache_bytes"`
+	// Spans: coalesced reads of the sources (dataset.Options.CoalesceBytes):
+	// spans fetched, and span reads served by one cached or in flight.
+	SpanFetches int64 `json:"span_fetches,omitempty"`
+	SpanHits    int64 `json:"span_hits,omitempty"`
 }
 
 func (w *wiring) stats() Stats {
@@ -502,6 +522,7 @@ func (w *wiring) stats() Stats {
 	for _, d := range w.datasets {
 		ds := datasetStats{Name: d.Name, Ready: d.Err() == nil}
 		ds.SegmentHits, ds.SegmentMisses, ds.SegmentBytes = d.SegmentStats()
+		ds.SpanFetches, ds.SpanHits = d.SpanStats()
 		st.Datasets = append(st.Datasets, ds)
 	}
 	return st

@@ -1,0 +1,306 @@
+package dataset
+
+import (
+	"container/list"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+
+	"github.com/zenithfs/zenithfs/format"
+	"github.com/zenithfs/zenithfs/source"
+)
+
+// Coalesced reads. On S3 every GET costs a round trip and a request's worth
+// of work on both ends (signing, the server's per-request cost), so reading
+// each segment (a Parquet row group: one GET of its column chunks) costs
+// many more requests than its bytes need: a 16 384-row table row group is
+// ~800 KB. A reader going through a dataset in order reads each file's
+// segments one after another, so the segments read ahead of it
+// (Snapshot.readAhead) are fetched through aligned spans of
+// Options.CoalesceBytes of their object instead: one GET brings the bytes
+// of several segments, and the segments after it find them in memory.
+//
+// When a segment is started ahead in order, the spans its bytes lie in are
+// fetched at once, in the background, and hold a reference from it until
+// its read-ahead ends: whoever reads the segment first (the read-ahead, or
+// a prefetch worker that got there before it) joins them. A read through
+// spans also fetches the spans after its last one while the cache has
+// room, so the network stays ahead of the decoders. The cache holds a few
+// spans (a quarter of the segment cache's budget); a span goes when no
+// read-ahead holds it and its reader is past it (or reads another object),
+// least recently used first; one that readers ahead still need never goes,
+// so the spans in memory are at most the cache's plus those the segments
+// being read ahead hold.
+//
+// Only reads in dataset order go through spans: a shuffled view's reads
+// ahead, and a reader's own read of a segment whose span is neither cached
+// nor in flight, fetch exactly the segment's ranges (a span there would be
+// fetched mostly for nothing). So does a read of more than a quarter of a
+// span (small): it is already a large request.
+
+// spanCache holds recently fetched spans, LRU.
+type spanCache struct {
+	size int64 // bytes per span
+	max  int   // spans kept (cached and in flight) when none is held
+
+	mu    sync.Mutex
+	ll    *list.List // fetched spans, front = most recent
+	items map[spanKey]*span
+	// pos is, per object, the first span the latest read in order needed:
+	// the spans before it that no read-ahead holds are behind its reader.
+	pos map[string]int64
+
+	fetches, hits atomic.Int64
+}
+
+type spanKey struct {
+	obj string // the object's store, key and identity
+	i   int64  // span index: bytes [i*size, (i+1)*size)
+}
+
+type span struct {
+	key  spanKey
+	done chan struct{} // closed when data or err is set
+	data []byte
+	err  error
+	el   *list.Element // in ll once fetched without error
+	refs int           // segments read ahead that will read it (prefetch)
+}
+
+// newSpanCache returns a cache of spans of size bytes within budget bytes,
+// or nil (reads are exact) when fewer than three spans of at least 256 KiB
+// would fit.
+func newSpanCache(size, budget int64) *spanCache {
+	if size <= 0 {
+		return nil
+	}
+	size = min(size, budget/3)
+	if size < 256<<10 {
+		return nil
+	}
+	return &spanCache{size: size, max: int(budget / size), ll: list.New(), items: map[spanKey]*span{}, pos: map[string]int64{}}
+}
+
+// prefetch is for a segment about to be read ahead in order, whose bytes
+// are [off, off+n) of object o: it starts fetching, in the background,
+// the spans they lie in that are neither cached nor in flight, and holds
+// every one of those spans until release is called (when the read-ahead
+// has ended). A range larger than small is left to be read exactly;
+// release is then a no-op.
+func (c *spanCache) prefetch(o *object, obj string, off, n int64) (release func()) {
+	if n <= 0 || n > c.small() || off < 0 || off+n > o.size {
+		return func() {}
+	}
+	var held, mine []*span
+	c.mu.Lock()
+	for i := off / c.size; i <= (off+n-1)/c.size; i++ {
+		k := spanKey{obj, i}
+		sp, ok := c.items[k]
+		if !ok {
+			sp = &span{key: k, done: make(chan struct{})}
+			c.items[k] = sp
+			mine = append(mine, sp)
+		}
+		sp.refs++
+		held = append(held, sp)
+	}
+	c.mu.Unlock()
+	c.background(o, mine)
+	return func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for _, sp := range held {
+			sp.refs--
+		}
+		c.trim()
+	}
+}
+
+// small is the most bytes a read through spans asks for: a span replaces
+// at least four such reads. A larger read is already a large request,
+// and one GET for fewer of them would only make its bytes wait longer for
+// the rest of the span (on a high-latency link, 1 MiB row groups read in
+// 4 MiB spans took 15 % longer an epoch, bench/peers blobs).
+func (c *spanCache) small() int64 { return c.size / 4 }
+
+// background fetches spans, each by its own request, not waiting for them.
+func (c *spanCache) background(o *object, spans []*span) {
+	for _, sp := range spans {
+		bg := &object{ctx: context.WithoutCancel(o.ctx), store: o.store, key: o.key, size: o.size, etag: o.etag}
+		go c.fetch(bg, []*span{sp})
+	}
+}
+
+// read fills ranges of object o (identified by obj) from spans. With
+// fetch (a read in order), spans not yet cached are fetched (together, in
+// one call to the store, which the read waits for), and so are the spans
+// after them while there is room (in the background); without it, read
+// succeeds only when every span the ranges need is cached or in flight
+// (and is fetched). Otherwise, and for ranges of more than small bytes in
+// all or outside the object, it reports false, reading nothing.
+func (c *spanCache) read(o *object, obj string, ranges []source.Range, fetch bool) (bool, error) {
+	var need []int64
+	var total int64
+	for _, r := range ranges {
+		if r.Off < 0 || r.Off+int64(len(r.Buf)) > o.size {
+			return false, nil
+		}
+		total += int64(len(r.Buf))
+		if len(r.Buf) == 0 {
+			continue
+		}
+		for i := r.Off / c.size; i <= (r.Off+int64(len(r.Buf))-1)/c.size; i++ {
+			if len(need) == 0 || need[len(need)-1] != i {
+				need = append(need, i)
+			}
+		}
+	}
+	if total > c.small() || len(need) == 0 {
+		return false, nil
+	}
+	spans := make(map[int64]*span, len(need))
+	var mine, ahead []*span
+	c.mu.Lock()
+	for _, i := range need {
+		if spans[i] != nil {
+			continue
+		}
+		k := spanKey{obj, i}
+		sp, ok := c.items[k]
+		if !ok && !fetch {
+			c.mu.Unlock()
+			return false, nil
+		}
+		if !ok {
+			sp = &span{key: k, done: make(chan struct{})}
+			c.items[k] = sp
+			mine = append(mine, sp)
+		} else if sp.el != nil {
+			c.ll.MoveToFront(sp.el)
+		}
+		spans[i] = sp
+	}
+	if fetch {
+		if _, ok := c.pos[obj]; !ok && len(c.pos) >= 4*c.max {
+			clear(c.pos) // positions only guide eviction
+		}
+		c.pos[obj] = need[0]
+		// Sequential read-ahead of spans, while there is room for them.
+		for i := need[len(need)-1] + 1; i*c.size < o.size; i++ {
+			k := spanKey{obj, i}
+			if _, ok := c.items[k]; ok {
+				continue
+			}
+			if !c.makeRoom(obj, need[0]) {
+				break
+			}
+			sp := &span{key: k, done: make(chan struct{})}
+			c.items[k] = sp
+			ahead = append(ahead, sp)
+		}
+	}
+	c.mu.Unlock()
+	c.background(o, ahead)
+	if len(mine) > 0 {
+		c.fetch(o, mine)
+	}
+	for _, sp := range spans {
+		select {
+		case <-sp.done:
+		case <-o.ctx.Done():
+			return true, o.ctx.Err()
+		}
+		if sp.err != nil && !fetch {
+			return false, nil // the reader's own read tries on its own
+		}
+		if sp.err != nil {
+			return true, sp.err
+		}
+	}
+	c.hits.Add(int64(len(spans) - len(mine)))
+	for i := range ranges {
+		r := &ranges[i]
+		for r.N < len(r.Buf) {
+			off := r.Off + int64(r.N)
+			sp := spans[off/c.size]
+			r.N += copy(r.Buf[r.N:], sp.data[off-sp.key.i*c.size:])
+		}
+	}
+	return true, nil
+}
+
+// fetch reads spans (marked as being fetched by the caller) in one call to
+// the store, then publishes them: cached when read whole, removed with the
+// error otherwise. The fetch is not cancelled with the caller's context:
+// other readers may be waiting for the same spans.
+func (c *spanCache) fetch(o *object, spans []*span) {
+	c.fetches.Add(int64(len(spans)))
+	ranges := make([]source.Range, len(spans))
+	for j, sp := range spans {
+		off := sp.key.i * c.size
+		ranges[j] = source.Range{Off: off, Buf: make([]byte, min(c.size, o.size-off))}
+	}
+	ctx := context.WithoutCancel(o.readCtx())
+	err := o.note(source.ReadRanges(ctx, o.store, o.key, ranges))
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for j, sp := range spans {
+		r := ranges[j]
+		switch {
+		case r.N == len(r.Buf):
+			sp.data = r.Buf
+		case err != nil && !errors.Is(err, io.EOF):
+			sp.err = err
+		default:
+			sp.err = fmt.Errorf("read %s at %d: %w: got %d of %d bytes", o.key, r.Off, format.ErrCorrupt, r.N, len(r.Buf))
+		}
+		if sp.err != nil {
+			delete(c.items, sp.key)
+		} else {
+			sp.el = c.ll.PushFront(sp)
+		}
+		close(sp.done)
+	}
+	c.trim()
+}
+
+// makeRoom evicts fetched spans until one more fits beside those cached
+// and in flight, and reports whether it does. It evicts, least recently
+// used first, spans no read-ahead holds that a reader of obj at span from
+// is past: obj's before from, and other objects' (in dataset order, the
+// files before obj's). A span fetched ahead and not yet read never goes.
+func (c *spanCache) makeRoom(obj string, from int64) bool {
+	c.evict(func(sp *span) bool { return sp.key.obj != obj || sp.key.i < from }, 1)
+	return len(c.items) < c.max
+}
+
+// trim evicts, while the cache holds more than max spans, those no
+// read-ahead holds and that are behind their object's latest read (pos).
+func (c *spanCache) trim() {
+	c.evict(func(sp *span) bool { return sp.key.i < c.pos[sp.key.obj] }, 0)
+}
+
+// evict removes fetched spans that no read-ahead holds and that behind
+// reports, least recently used first, until room more would fit.
+func (c *spanCache) evict(behind func(*span) bool, room int) {
+	for e := c.ll.Back(); len(c.items)+room > c.max && e != nil; {
+		prev := e.Prev()
+		if sp := e.Value.(*span); sp.refs == 0 && behind(sp) {
+			c.ll.Remove(e)
+			delete(c.items, sp.key)
+		}
+		e = prev
+	}
+}
+
+// stats reports spans fetched and span reads served by a span cached or
+// in flight.
+func (c *spanCache) stats() (fetches, hits int64) {
+	if c == nil {
+		return 0, 0
+	}
+	return c.fetches.Load(), c.hits.Load()
+}

@@ -1,0 +1,189 @@
+package dataset
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/zenithfs/zenithfs/internal/sampledata"
+	"github.com/zenithfs/zenithfs/source"
+)
+
+// rangeLog is a local store that records the reads of ReadRanges calls,
+// and fails those with a range at a multiple of failAt (a span) while
+// failAt > 0.
+type rangeLog struct {
+	*source.Local
+	mu     sync.Mutex
+	calls  int
+	bytes  int64
+	failAt int64
+}
+
+var errSpan = errors.New("simulated failed GET")
+
+func (r *rangeLog) ReadRanges(ctx context.Context, key string, ranges []source.Range) error {
+	r.mu.Lock()
+	r.calls++
+	fail := false
+	for _, rg := range ranges {
+		r.bytes += int64(len(rg.Buf))
+		fail = fail || r.failAt > 0 && rg.Off%r.failAt == 0
+	}
+	r.mu.Unlock()
+	if fail {
+		return fmt.Errorf("read %s: %w", key, errSpan)
+	}
+	return r.Local.ReadRanges(ctx, key, ranges)
+}
+
+func (r *rangeLog) counts() (int, int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.calls, r.bytes
+}
+
+// spanDataset is two indexed Parquet files of many small row groups, read
+// through st.
+func spanDataset(t *testing.T, st *rangeLog, dir, state string, coalesce int64) *Dataset {
+	t.Helper()
+	d := New("s", Location{Store: st, Prefix: true, StoreID: "file:" + dir}, Options{
+		BatchSize: 500, StateDir: state, ReadAhead: 4, CoalesceBytes: coalesce,
+		Background: func(f func()) { f() }, // in the caller: the test sees every read ahead done
+	})
+	if err := d.Load(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func spanFiles(t *testing.T) (dir, state string) {
+	t.Helper()
+	dir, state = t.TempDir(), t.TempDir()
+	for i, name := range []string{"a.parquet", "b.parquet"} {
+		if err := sampledata.WriteParquet(filepath.Join(dir, name), int64(20000+1000*i), 1000); err != nil {
+			t.Fatal(err)
+		}
+	}
+	load(t, dir, Options{BatchSize: 500, StateDir: state}) // the index pass
+	return dir, state
+}
+
+func epoch(t *testing.T, d *Dataset) [][]byte {
+	t.Helper()
+	s, err := d.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out [][]byte
+	for k := range s.NumBatches() {
+		b, err := s.Build(context.Background(), k)
+		if err != nil {
+			t.Fatalf("batch %d: %v", k, err)
+		}
+		out = append(out, b)
+	}
+	return out
+}
+
+// Reading a dataset in order fetches the segments read ahead through
+// spans: far fewer reads of the store, about the same bytes, and batches
+// identical to exact reads.
+func TestReadsInOrderAreCoalesced(t *testing.T) {
+	dir, state := spanFiles(t)
+	exact := &rangeLog{Local: source.NewLocal(dir)}
+	want := epoch(t, spanDataset(t, exact, dir, state, 0))
+	exactCalls, exactBytes := exact.counts()
+
+	st := &rangeLog{Local: source.NewLocal(dir)}
+	d := spanDataset(t, st, dir, state, 1<<20)
+	got := epoch(t, d)
+	calls, n := st.counts()
+	if len(got) != len(want) {
+		t.Fatalf("%d batches, want %d", len(got), len(want))
+	}
+	for k := range want {
+		if !bytes.Equal(got[k], want[k]) {
+			t.Fatalf("batch %d differs from the exact read's", k)
+		}
+	}
+	fetches, hits := d.SpanStats()
+	t.Logf("exact: %d reads, %d bytes; spans: %d reads, %d bytes, %d spans fetched, %d span hits", exactCalls, exactBytes, calls, n, fetches, hits)
+	if fetches == 0 || hits == 0 {
+		t.Fatalf("%d spans fetched, %d hits: reads ahead were not coalesced", fetches, hits)
+	}
+	if calls*3 > exactCalls {
+		t.Fatalf("%d reads of the store with spans, %d without: want at most a third", calls, exactCalls)
+	}
+	if n > exactBytes*3/2 {
+		t.Fatalf("%d bytes read with spans, %d without", n, exactBytes)
+	}
+}
+
+// A span that fails to fetch is not kept: the segments it was for are
+// read exactly by their readers, and a later span is fetched again.
+func TestFailedSpanFallsBackToExactReads(t *testing.T) {
+	dir, state := spanFiles(t)
+	exact := &rangeLog{Local: source.NewLocal(dir)}
+	want := epoch(t, spanDataset(t, exact, dir, state, 0))
+
+	st := &rangeLog{Local: source.NewLocal(dir), failAt: 1 << 20}
+	d := spanDataset(t, st, dir, state, 1<<20)
+	got := epoch(t, d)
+	for k := range want {
+		if !bytes.Equal(got[k], want[k]) {
+			t.Fatalf("batch %d differs from the exact read's", k)
+		}
+	}
+	if fetches, hits := d.SpanStats(); fetches == 0 || hits != 0 {
+		t.Fatalf("%d spans fetched, %d hits; want failed fetches and no hits", fetches, hits)
+	}
+	if _, _, n := d.SegmentStats(); n == 0 {
+		t.Fatal("nothing decoded")
+	}
+
+	// The store recovers: a new snapshot's epoch coalesces again.
+	st.mu.Lock()
+	st.failAt = 0
+	st.mu.Unlock()
+	d = spanDataset(t, st, dir, state, 1<<20)
+	epoch(t, d)
+	if _, hits := d.SpanStats(); hits == 0 {
+		t.Fatal("after the store recovered, no span was used")
+	}
+}
+
+// A span is cut at the end of its object, and ranges outside the object
+// are left to an exact read (which reports the truncated file).
+func TestSpanReadsAtTheEndOfTheObject(t *testing.T) {
+	dir, _ := spanFiles(t)
+	st := &rangeLog{Local: source.NewLocal(dir)}
+	info, err := st.Stat(context.Background(), "a.parquet")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newSpanCache(256<<10, 4<<20)
+	o := &object{ctx: context.Background(), store: st, key: "a.parquet", size: info.Size}
+	tail := make([]byte, 1000)
+	ranges := []source.Range{{Off: info.Size - 1000, Buf: tail}}
+	if ok, err := c.read(o, "a", ranges, true); !ok || err != nil {
+		t.Fatalf("read of the last bytes: %v, %v", ok, err)
+	}
+	want := make([]byte, 1000)
+	if _, err := st.ReadAt(context.Background(), "a.parquet", want, info.Size-1000); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(tail, want) {
+		t.Fatal("the last bytes differ")
+	}
+	if ok, _ := c.read(o, "a", []source.Range{{Off: info.Size - 10, Buf: make([]byte, 20)}}, true); ok {
+		t.Fatal("a range past the end was read from a span")
+	}
+	if ok, _ := c.read(o, "a", []source.Range{{Off: 0, Buf: make([]byte, 10)}}, false); ok {
+		t.Fatal("without fetch, a span neither cached nor in flight was used")
+	}
+}
