@@ -6,11 +6,14 @@ import (
 	"log/slog"
 	"os"
 	"runtime/debug"
+	"strconv"
 	"syscall"
 	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/zenithfs/zenithfs/blob"
 	"github.com/zenithfs/zenithfs/dataset"
@@ -99,7 +102,36 @@ func Mount(dir string, cfg Config) (*fuse.Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", dir, err)
 	}
+	if err := closeDevFuseOnExec(); err != nil {
+		cfg.Logger.Warn("jobs may inherit the FUSE connection", "err", err)
+	}
 	return srv, nil
+}
+
+// closeDevFuseOnExec marks every /dev/fuse descriptor of the process
+// close-on-exec. go-fuse's direct mount (as root) leaves the connection's
+// descriptor inheritable, so every job the daemon started held the
+// connection open: after a daemon crash the kernel never saw the mount's
+// server go, and the dead mount hung its callers (umount's own stat
+// included) until the last job ended, instead of failing with ENOTCONN.
+func closeDevFuseOnExec() error {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return fmt.Errorf("list descriptors: %w", err)
+	}
+	for _, e := range ents {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if target, err := os.Readlink("/proc/self/fd/" + e.Name()); err != nil || target != "/dev/fuse" {
+			continue
+		}
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC); err != nil {
+			return fmt.Errorf("close-on-exec for fd %d: %w", fd, err)
+		}
+	}
+	return nil
 }
 
 // rootNode is the mount's root: one directory per dataset and .zenith.
@@ -131,8 +163,9 @@ func (r *rootNode) OnAdd(ctx context.Context) {
 }
 
 // readOnlyFile refuses changes to a read-only file's attributes (truncate,
-// chmod, utimes) with EROFS, as its writes are refused.
-type readOnlyFile struct{}
+// chmod, utimes, extended attributes) with EROFS, as its writes are
+// refused.
+type readOnlyFile struct{ readOnlyXattrs }
 
 var _ = (gofs.NodeSetattrer)((*readOnlyFile)(nil))
 
@@ -140,9 +173,23 @@ func (readOnlyFile) Setattr(context.Context, gofs.FileHandle, *fuse.SetAttrIn, *
 	return syscall.EROFS
 }
 
+// readOnlyXattrs refuses setting or removing extended attributes with
+// EROFS (reading them finds none).
+type readOnlyXattrs struct{}
+
+var (
+	_ = (gofs.NodeSetxattrer)((*readOnlyXattrs)(nil))
+	_ = (gofs.NodeRemovexattrer)((*readOnlyXattrs)(nil))
+)
+
+func (readOnlyXattrs) Setxattr(context.Context, string, []byte, uint32) syscall.Errno {
+	return syscall.EROFS
+}
+func (readOnlyXattrs) Removexattr(context.Context, string) syscall.Errno { return syscall.EROFS }
+
 // readOnlyDir refuses every namespace change with EROFS. Embedded by the
 // dataset tree's directories.
-type readOnlyDir struct{}
+type readOnlyDir struct{ readOnlyXattrs }
 
 var (
 	_ = (gofs.NodeCreater)((*readOnlyDir)(nil))

@@ -19,6 +19,7 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/ipc"
+	"golang.org/x/sys/unix"
 
 	"github.com/zenithfs/zenithfs/blob"
 	"github.com/zenithfs/zenithfs/cache"
@@ -167,12 +168,17 @@ func TestWritesFailAndChangeNothing(t *testing.T) {
 	checks["mkdir"] = os.Mkdir(filepath.Join(mnt, "d", "sub"), 0o755)
 	checks["rename"] = os.Rename(p, filepath.Join(mnt, "d", "x.arrow"))
 	checks["chmod"] = os.Chmod(p, 0o777)
+	checks["hard link"] = os.Link(p, filepath.Join(mnt, "d", "link.arrow"))
+	checks["set xattr"] = unix.Setxattr(p, "user.zenith", []byte("1"), 0)
+	checks["remove xattr"] = unix.Removexattr(p, "user.zenith")
+	checks["set xattr on a directory"] = unix.Setxattr(filepath.Join(mnt, "d"), "user.zenith", []byte("1"), 0)
 	// the small generated files, and the other directories
 	for _, f := range []string{"d/_schema.arrow", "d/_manifest.json", "d/views/README", "d/views/_stats.json", ".zenith/stats", ".zenith/errors", ".zenith/datasets/d"} {
 		fp := filepath.Join(mnt, f)
 		checks["truncate "+f] = os.Truncate(fp, 0)
 		checks["chmod "+f] = os.Chmod(fp, 0o777)
 		checks["remove "+f] = os.Remove(fp)
+		checks["set xattr "+f] = unix.Setxattr(fp, "user.zenith", []byte("1"), 0)
 	}
 	for _, dir := range []string{"", "d/views", "d/views/seed=1,epoch=0", ".zenith", ".zenith/datasets"} {
 		checks["create in /"+dir] = os.WriteFile(filepath.Join(mnt, dir, "new"), []byte("x"), 0o644)
@@ -465,4 +471,22 @@ func TestConcurrentLookupsDuringChanges(t *testing.T) {
 		}
 	}
 	t.Logf("%d rounds of lookups and reads across 15 changes", ops.Load())
+}
+
+// A process the daemon starts (a job) does not inherit the FUSE
+// connection: were it to hold it, a crashed daemon's mount would hang
+// its callers until the job ended instead of failing at once.
+func TestChildrenDoNotInheritTheFUSEConnection(t *testing.T) {
+	dirs, err := sampledata.WriteAll(t.TempDir(), 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mountT(t, Config{Datasets: []*dataset.Dataset{newDataset(t, "pq", dirs["parquet"], 50)}})
+	out, err := exec.Command("sh", "-c", `for f in /proc/$$/fd/*; do echo "$f $(readlink $f)"; done`).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if strings.Contains(string(out), "/dev/fuse") {
+		t.Fatalf("a child process holds the FUSE connection:\n%s", out)
+	}
 }

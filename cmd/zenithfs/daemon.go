@@ -43,6 +43,10 @@ func newNotifier() *notifier {
 	return &notifier{f: os.NewFile(uintptr(fd), "ready")}
 }
 
+// daemon reports whether this process is the daemon zenithfs mount
+// started (it reports readiness to its parent), not a --foreground one.
+func (n *notifier) daemon() bool { return n.f != nil }
+
 func (n *notifier) send(format string, args ...any) {
 	if n.f != nil {
 		fmt.Fprintf(n.f, format+"\n", args...)

@@ -87,22 +87,32 @@ func unwrapPath(err error) error {
 	return err
 }
 
-// unmountOnSignal waits for the first signal (ctx done), then unmounts,
-// and retries every second while the mount is busy (a shell inside it, a
-// job with a batch file open), saying so; a further signal detaches the
-// mount instead (lazy unmount: gone from the namespace at once, served
-// until its last file is closed). It returns once unmounted is closed.
-func unmountOnSignal(ctx context.Context, sigs <-chan os.Signal, unmounted <-chan struct{}, unmount, detach func() error, log *slog.Logger) {
+// unmountOnSignal waits for the first signal (ctx done), then unmounts.
+// When the mount is busy it first stops the running jobs (stopJobs: they
+// would be stopped at shutdown anyway, and a job reading batch files or
+// working inside the mount is what keeps it busy), then retries every
+// second while it is still busy (a shell inside it), saying so; a further
+// signal detaches the mount instead (lazy unmount: gone from the
+// namespace at once, served until its last file is closed). It returns
+// once unmounted is closed.
+func unmountOnSignal(ctx context.Context, sigs <-chan os.Signal, unmounted <-chan struct{}, unmount, detach func() error, stopJobs func(), log *slog.Logger) {
 	select {
 	case <-ctx.Done():
 	case <-unmounted:
 		return
 	}
 	log.Info("signal received; unmounting")
+	jobsStopped := false
 	for {
 		err := unmount()
 		if err == nil {
 			return
+		}
+		if !jobsStopped {
+			jobsStopped = true
+			log.Info("the mount is busy; stopping the running jobs first (daemon shutdown)", "err", err)
+			stopJobs()
+			continue
 		}
 		log.Error("unmount failed; retrying every second (signal again to detach it now)", "err", err)
 		select {
@@ -120,13 +130,15 @@ func unmountOnSignal(ctx context.Context, sigs <-chan os.Signal, unmounted <-cha
 	}
 }
 
-func newLogger(cfg *Config) (*slog.Logger, io.Closer, error) {
+// newLogger writes the log file; in the foreground (not a daemon, whose
+// stderr is the log file already) the terminal gets the log too.
+func newLogger(cfg *Config, daemon bool) (*slog.Logger, io.Closer, error) {
 	f, err := os.OpenFile(cfg.LogFile, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		return nil, nil, fmt.Errorf("log file: %w", err)
 	}
 	var w io.Writer = f
-	if os.Getenv(readyEnv) == "" { // foreground: the terminal gets the log too
+	if !daemon {
 		w = io.MultiWriter(f, os.Stderr)
 	}
 	level := slog.LevelInfo
@@ -138,7 +150,7 @@ func newLogger(cfg *Config) (*slog.Logger, io.Closer, error) {
 
 // serve runs the daemon in the foreground until unmounted or signalled.
 func serve(cfg *Config, n *notifier) error {
-	log, closer, err := newLogger(cfg)
+	log, closer, err := newLogger(cfg, n.daemon())
 	if err != nil {
 		return err
 	}
@@ -217,7 +229,14 @@ func serve(cfg *Config, n *notifier) error {
 	defer removePidFile(cfg)
 	n.ready()
 	unmounted := make(chan struct{})
-	go unmountOnSignal(ctx, sigs, unmounted, srv.Unmount, func() error { return unmount(cfg.MountPoint, true) }, log)
+	stopJobs := func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := sched.Close(cctx); err != nil {
+			log.Error("closing the scheduler", "err", err)
+		}
+	}
+	go unmountOnSignal(ctx, sigs, unmounted, srv.Unmount, func() error { return unmount(cfg.MountPoint, true) }, stopJobs, log)
 	srv.Wait()
 	close(unmounted)
 	log.Info("unmounted", "mountpoint", cfg.MountPoint)

@@ -27,22 +27,22 @@ func TestUnreadableSourceIsAStartError(t *testing.T) {
 	}
 }
 
-// A busy mount is unmounted again every second after the signal; a second
-// signal detaches it.
+// A busy mount has its jobs stopped, once, and is unmounted again every
+// second after the signal; a second signal detaches it.
 func TestUnmountOnSignalRetriesThenDetaches(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	sigs := make(chan os.Signal, 1)
 	unmounted := make(chan struct{})
-	var tries, detached atomic.Int32
+	var tries, detached, stops atomic.Int32
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		unmountOnSignal(ctx, sigs, unmounted, func() error { tries.Add(1); return syscall.EBUSY },
-			func() error { detached.Add(1); return nil }, slog.New(slog.DiscardHandler))
+			func() error { detached.Add(1); return nil }, func() { stops.Add(1) }, slog.New(slog.DiscardHandler))
 	}()
 	cancel() // the first signal
 	deadline := time.Now().Add(5 * time.Second)
-	for tries.Load() < 2 {
+	for tries.Load() < 3 {
 		if time.Now().After(deadline) {
 			t.Fatalf("unmount tried %d times in 5 s while busy, want a retry", tries.Load())
 		}
@@ -54,8 +54,8 @@ func TestUnmountOnSignalRetriesThenDetaches(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("a second signal did not end the wait")
 	}
-	if detached.Load() != 1 {
-		t.Fatalf("detached %d times, want 1", detached.Load())
+	if detached.Load() != 1 || stops.Load() != 1 {
+		t.Fatalf("detached %d times, stopped the jobs %d times; want 1, 1", detached.Load(), stops.Load())
 	}
 }
 

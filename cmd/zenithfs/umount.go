@@ -98,7 +98,34 @@ func cmdUmount(args []string) error {
 	stale := errors.Is(statErr, syscall.ENOTCONN)
 	pid := daemonPidOf(abs)
 	if err := unmount(abs, stale); err != nil {
-		return err
+		if !errors.Is(err, errBusy) || pid <= 0 || !alive(pid) {
+			return err
+		}
+		// Busy. When only the daemon's own jobs hold the mount (a trainer
+		// reading batch files), unmounting means stopping them, as an
+		// unmount does anyway: the daemon, told to shut down, stops its
+		// jobs when the mount is busy and then unmounts.
+		holders := mountHolders(abs)
+		var others []string
+		for _, h := range holders {
+			if !descendantOf(h, pid) {
+				others = append(others, fmt.Sprintf("%d (%s)", h, procName(h)))
+			}
+		}
+		if len(holders) == 0 || len(others) > 0 {
+			if len(others) > 0 {
+				return fmt.Errorf("%w; held by pid %s", err, strings.Join(others, ", "))
+			}
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "zenithfs: %s is busy with the daemon's running jobs; stopping them and unmounting\n", abs)
+		if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+			return fmt.Errorf("unmount %s: stop daemon %d: %w", abs, pid, err)
+		}
+		if !waitGone(pid, jobStopTimeout) {
+			return fmt.Errorf("unmount %s: the daemon (pid %d) stopped its jobs but the mount is still busy after %s", abs, pid, jobStopTimeout)
+		}
+		return nil
 	}
 	// Wait for the daemon to notice and exit, so that a following mount
 	// or a test sees a clean slate.
@@ -108,6 +135,14 @@ func cmdUmount(args []string) error {
 	return nil
 }
 
+// errBusy: the mount is in use (a process has a file open there, or its
+// working directory).
+var errBusy = errors.New("busy (a process has a file open there)")
+
+// jobStopTimeout bounds how long umount waits for a daemon stopping its
+// jobs: their grace period (10 s by default) and then some.
+const jobStopTimeout = 45 * time.Second
+
 func unmount(p string, stale bool) error {
 	if os.Geteuid() == 0 {
 		flags := 0
@@ -116,7 +151,7 @@ func unmount(p string, stale bool) error {
 		}
 		err := syscall.Unmount(p, flags)
 		if errors.Is(err, syscall.EBUSY) && !stale {
-			return fmt.Errorf("unmount %s: busy (a process has a file open there)", p)
+			return fmt.Errorf("unmount %s: %w", p, errBusy)
 		}
 		if err != nil {
 			if err2 := syscall.Unmount(p, syscall.MNT_DETACH); err2 != nil {
@@ -131,9 +166,93 @@ func unmount(p string, stale bool) error {
 	}
 	out, err := exec.Command("fusermount3", args...).CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("fusermount3 %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+		msg := strings.TrimSpace(string(out))
+		if strings.Contains(msg, "busy") {
+			return fmt.Errorf("fusermount3 %s: %s: %w", strings.Join(args, " "), msg, errBusy)
+		}
+		return fmt.Errorf("fusermount3 %s: %v: %s", strings.Join(args, " "), err, msg)
 	}
 	return nil
+}
+
+// mountHolders lists the processes (that this user may inspect) whose
+// working or root directory, executable, open files or mapped files are
+// inside the mount at p.
+func mountHolders(p string) []int {
+	inside := func(path string) bool { return path == p || strings.HasPrefix(path, p+"/") }
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		dir := "/proc/" + e.Name()
+		held := false
+		for _, l := range []string{"cwd", "root", "exe"} {
+			if t, err := os.Readlink(dir + "/" + l); err == nil && inside(t) {
+				held = true
+			}
+		}
+		if fds, err := os.ReadDir(dir + "/fd"); err == nil && !held {
+			for _, fd := range fds {
+				if t, err := os.Readlink(dir + "/fd/" + fd.Name()); err == nil && inside(t) {
+					held = true
+					break
+				}
+			}
+		}
+		if maps, err := os.ReadFile(dir + "/maps"); err == nil && !held {
+			for _, line := range strings.Split(string(maps), "\n") {
+				if i := strings.Index(line, " /"); i >= 0 && inside(strings.TrimSpace(line[i:])) {
+					held = true
+					break
+				}
+			}
+		}
+		if held {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// descendantOf reports whether pid is a descendant of ancestor.
+func descendantOf(pid, ancestor int) bool {
+	for i := 0; i < 64 && pid > 1; i++ {
+		pid = parentOf(pid)
+		if pid == ancestor {
+			return true
+		}
+	}
+	return false
+}
+
+// parentOf is pid's parent, from /proc/PID/stat, or 0.
+func parentOf(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 2 {
+		return 0
+	}
+	ppid, _ := strconv.Atoi(f[1])
+	return ppid
+}
+
+// procName is pid's command name, from /proc/PID/comm.
+func procName(pid int) string {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	return strings.TrimSpace(string(b))
 }
 
 // daemonPidOf returns the pid recorded for the daemon serving p, or 0.
