@@ -96,8 +96,8 @@ func (d *jobsDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 		node = f
 	case "errors":
 		g := newCtlGen(d.sh, func(context.Context) ([]byte, error) { return joinLines(d.s.Errors()), nil })
+		g.lookupAttr(ctx, &out.Attr)
 		node = g
-		out.Mode = syscall.S_IFREG | 0o444
 	default:
 		j, ok := d.s.Job(name)
 		if !ok {
@@ -157,12 +157,14 @@ func joinLines(lines []string) []byte {
 	return b.Bytes()
 }
 
-// submitFile is jobs/submit. Each open collects the bytes written; the spec
-// is submitted at the write that completes a JSON object (or, for YAML and
-// anything that is not JSON, at a write ending in a newline), so that the
-// write(2) itself — and `echo`'s exit status — reports a rejection. Bytes
-// still buffered at close are submitted at flush, whose error close(2)
-// reports.
+// submitFile is jobs/submit. Each open collects the bytes written. A JSON
+// spec is submitted at the write that completes the object, so that the
+// write(2) itself — and `echo`'s exit status — reports a rejection. YAML
+// (anything not starting with '{') is submitted when its writer closes the
+// file, since more lines may follow any write; each write that ends a line
+// is checked so far (Scheduler.CheckPartial), and one that makes the spec
+// bad fails. Bytes still buffered at close are submitted at flush, whose
+// error close(2) reports.
 type submitFile struct {
 	gofs.Inode
 	sh *shared
@@ -252,15 +254,22 @@ func (f *submitFile) Write(ctx context.Context, fh gofs.FileHandle, data []byte,
 		f.s.NoteRejection(fmt.Sprintf("submit: %v: spec larger than %d bytes", scheduler.ErrInvalidSpec, maxSubmitBytes))
 		return 0, syscall.EINVAL
 	}
-	pieces := len(h.buf) > 0
 	h.buf = append(h.buf, data...)
-	if !scheduler.SpecComplete(h.buf) {
+	if !scheduler.IsJSONSpec(h.buf) {
+		// YAML may have more lines to come, which a mapping complete so
+		// far cannot tell: it is submitted at the writer's close. A write
+		// that ends a line and makes it bad fails now.
+		if h.buf[len(h.buf)-1] != '\n' {
+			return uint32(len(data)), 0
+		}
+		if err := f.s.CheckPartial(h.buf); err != nil {
+			h.buf = nil
+			f.sh.log.Info("job spec rejected", "err", err)
+			return 0, f.sh.failed("submit", "jobs/submit", err)
+		}
 		return uint32(len(data)), 0
 	}
-	if pieces && !scheduler.IsJSONSpec(h.buf) {
-		// YAML written in pieces (a line at a time) may have more lines
-		// to come, which a mapping complete so far cannot tell: it is
-		// submitted at the writer's close.
+	if !scheduler.JSONComplete(h.buf) {
 		return uint32(len(data)), 0
 	}
 	spec := h.buf
@@ -354,6 +363,18 @@ func (g *ctlGen) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.Attr
 	return errno
 }
 
+// lookupAttr fills the attributes a lookup returns as Getattr would: the
+// kernel may answer the stat that follows from them, and a size of 0
+// there made a reader of the file see it empty.
+func (g *ctlGen) lookupAttr(ctx context.Context, a *fuse.Attr) {
+	a.Mode = syscall.S_IFREG | 0o444
+	a.Nlink = 1
+	a.Uid = g.sh.owner
+	if b, err := g.content(ctx); err == nil {
+		a.Size = uint64(len(b))
+	}
+}
+
 // jobFileNames are the entries of jobs/<name>/.
 var jobFileNames = []string{"cancel", "log", "spec", "status", "status.json"}
 
@@ -409,14 +430,15 @@ func (d *jobDir) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.Attr
 func (d *jobDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (ino *gofs.Inode, errno syscall.Errno) {
 	defer d.sh.guard("lookup", "jobs/"+d.name+"/"+name, &errno)
 	gen := func(f func(scheduler.JobInfo) []byte) gofs.InodeEmbedder {
-		out.Mode = syscall.S_IFREG | 0o444
-		return newCtlGen(d.sh, func(context.Context) ([]byte, error) {
+		g := newCtlGen(d.sh, func(context.Context) ([]byte, error) {
 			j, err := d.job()
 			if err != nil {
 				return nil, err
 			}
 			return f(j), nil
 		})
+		g.lookupAttr(ctx, &out.Attr)
+		return g
 	}
 	var node gofs.InodeEmbedder
 	switch name {

@@ -263,6 +263,11 @@ func TestBadSpecsThroughMount(t *testing.T) {
 		{"bad workdir", `{"name":"w","command":["true"],"workdir":"/no/such/dir"}`, syscall.EINVAL, "/no/such/dir"},
 		{"forbidden pattern", `{"name":"f","command":["rm","-rf","/"]}`, syscall.EINVAL, "forbidden pattern"},
 		{"shell metachars need shell", `{"name":"m","command":["echo hi; rm -rf /"]}`, syscall.EINVAL, "forbidden pattern"},
+		// YAML is submitted at close, but a write that makes it bad fails.
+		{"YAML, too many GPUs", "name: yg\ncommand: [true]\ngpus: 3", syscall.EINVAL, "only 2 GPUs exist"},
+		{"YAML, unknown field", "name: yu\ngpu: 1", syscall.EINVAL, "field gpu not found"},
+		{"YAML, duplicate name", "name: taken", syscall.EEXIST, "already exists"},
+		{"YAML, bad name", "name: a b\ncommand: [true]", syscall.EINVAL, `name "a b"`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -421,15 +426,23 @@ func TestSpecWrittenInPiecesIsSubmittedWhole(t *testing.T) {
 		{"yamllines", `(echo 'name: yamllines'; echo 'gpus: 1'; echo 'command: [true]') > "$JOBS/submit"`},
 		// Complete after two lines, but a third follows: all three count.
 		{"yamlmore", `{ echo 'name: yamlmore'; echo 'command: [true]'; echo 'gpus: 1'; } > "$JOBS/submit"`},
+		// The same when the first write holds both lines.
+		{"yamlfirst", `{ printf 'name: yamlfirst\ncommand: [true]\n'; echo 'gpus: 1'; } > "$JOBS/submit"`},
+		// A flow sequence continued on the next line is not bad YAML yet.
+		{"yamlflow", `{ echo 'name: yamlflow'; echo 'command: [sh,'; echo '  -c, "exit 0"]'; } > "$JOBS/submit"`},
+		// A command line as one string, run by the shell.
+		{"shellstring", `echo '{"name":"shellstring","command":"true | true","shell":true}' > "$JOBS/submit"`},
 	} {
 		if _, stderr, code := jobsShell(t, c.script, nil, "JOBS="+jobs); code != 0 {
 			t.Fatalf("%s: exit %d: %s", c.name, code, stderr)
 		}
 		jobsPoll(t, jobs, c.name, "COMPLETED", 10*time.Second)
 	}
-	var st struct{ GPUs []int }
-	if b, err := os.ReadFile(filepath.Join(jobs, "yamlmore", "status.json")); err != nil || json.Unmarshal(b, &st) != nil || len(st.GPUs) != 1 {
-		t.Fatalf("yamlmore ran with GPUs %v (%v), want the 1 its last line asked for", st.GPUs, err)
+	for _, name := range []string{"yamlmore", "yamlfirst"} {
+		var st struct{ GPUs []int }
+		if b, err := os.ReadFile(filepath.Join(jobs, name, "status.json")); err != nil || json.Unmarshal(b, &st) != nil || len(st.GPUs) != 1 {
+			t.Fatalf("%s ran with GPUs %v (%v), want the 1 its last line asked for", name, st.GPUs, err)
+		}
 	}
 	if errs, _ := os.ReadFile(filepath.Join(jobs, "errors")); len(bytes.TrimSpace(errs)) != 0 {
 		t.Fatalf("jobs/errors after specs written in pieces:\n%s", errs)
@@ -566,5 +579,28 @@ func TestRmdirRemovesAnEndedJob(t *testing.T) {
 	}
 	if j2, _ := s2.Job("once"); j2.Seq == j.Seq {
 		t.Fatalf("the new job has the removed job's sequence number %d", j.Seq)
+	}
+}
+
+// The first stat of a generated control file (right after its lookup)
+// gives its current size, as later ones do.
+func TestControlFilesStatTheirSizeAtOnce(t *testing.T) {
+	jobs, _ := jobsMount(t, jobsSchedConfig(t, t.TempDir(), 0))
+	jobsMustEcho(t, jobs, `{"name":"sized","command":["true"]}`)
+	jobsEcho(t, jobs, `{"name":"bad name"}`, nil)
+	jobsPoll(t, jobs, "sized", "COMPLETED", 5*time.Second)
+	for _, p := range []string{"errors", "sized/status", "sized/status.json", "sized/spec"} {
+		path := filepath.Join(jobs, p)
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Size() != int64(len(b)) || len(b) == 0 {
+			t.Errorf("%s: first stat says %d bytes, it holds %d", p, fi.Size(), len(b))
+		}
 	}
 }

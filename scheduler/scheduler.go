@@ -325,6 +325,33 @@ func (s *Scheduler) Submit(data []byte) (JobInfo, error) {
 	return s.info(r), nil
 }
 
+// CheckPartial reports, without submitting it, a reason to refuse a spec
+// that may still grow (YAML written a line at a time, submitted when its
+// writer closes the file), so that the write that makes it bad fails:
+// what Submit would refuse, except a missing name or command and YAML
+// that is not well-formed yet, which more lines may mend. A refusal is
+// noted as Submit's is.
+func (s *Scheduler) CheckPartial(data []byte) error {
+	sp, err := ParseSpec(data)
+	if errors.Is(err, errYAMLSyntax) {
+		return nil
+	}
+	if err != nil {
+		return s.reject(fmt.Errorf("submit: %w", err))
+	}
+	if err := s.val.validate(sp, true); err != nil {
+		return s.reject(fmt.Errorf("submit %s: %w", sp.Name, err))
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.jobs[sp.Name]; ok && sp.Name != "" {
+		err := fmt.Errorf("submit %s: %w", sp.Name, ErrExists)
+		s.noteLocked(err.Error())
+		return err
+	}
+	return nil
+}
+
 // Cancel stops a job: a pending one ends CANCELLED at once; a running one
 // gets SIGTERM, then SIGKILL after the grace period, and ends CANCELLED.
 // Cancelling a finished job does nothing. A job that waits in the

@@ -23,8 +23,9 @@ type Spec struct {
 	// Name identifies the job: [A-Za-z0-9._-]{1,64}, unique in the store.
 	Name string `json:"name" yaml:"name"`
 	// Command is an argv array, executed without a shell. With Shell it must
-	// hold exactly one element, a command line run by /bin/sh -c.
-	Command []string `json:"command" yaml:"command"`
+	// hold exactly one element, a command line run by /bin/sh -c; the spec
+	// may then give it as that one string.
+	Command Argv `json:"command" yaml:"command"`
 	// Shell runs Command[0] through /bin/sh -c.
 	Shell bool `json:"shell,omitempty" yaml:"shell"`
 	// GPUs is the number of GPUs the job needs, held exclusively.
@@ -47,6 +48,60 @@ type Spec struct {
 	// Nodes and NTasksPerNode are for Slurm.
 	Nodes         int `json:"nodes,omitempty" yaml:"nodes"`
 	NTasksPerNode int `json:"ntasks_per_node,omitempty" yaml:"ntasks_per_node"`
+
+	// commandString: the spec gave Command as a string, not an array
+	// (allowed with Shell only).
+	commandString bool
+}
+
+// Argv is a command's argument vector. It decodes from an array of
+// strings, or from one string (a shell command line, see Spec.Command).
+type Argv []string
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (a *Argv) UnmarshalJSON(b []byte) error {
+	var one string
+	if json.Unmarshal(b, &one) == nil {
+		*a = Argv{one}
+		return nil
+	}
+	var many []string
+	if err := json.Unmarshal(b, &many); err != nil {
+		return errors.New("command: want an array of strings (or, with \"shell\": true, one string)")
+	}
+	*a = many
+	return nil
+}
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (a *Argv) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode && n.Tag != "!!null" {
+		*a = Argv{n.Value}
+		return nil
+	}
+	var many []string
+	if err := n.Decode(&many); err != nil {
+		return errors.New("command: want a list of strings (or, with shell: true, one string)")
+	}
+	*a = many
+	return nil
+}
+
+// stringCommand reports whether a spec's command is given as a string:
+// in JSON, a string value; in YAML, a scalar.
+func stringCommand(trimmed []byte) bool {
+	if trimmed[0] == '{' {
+		var raw struct {
+			Command json.RawMessage `json:"command"`
+		}
+		_ = json.Unmarshal(trimmed, &raw)
+		return len(raw.Command) > 0 && raw.Command[0] == '"'
+	}
+	var node struct {
+		Command yaml.Node `yaml:"command"`
+	}
+	_ = yaml.Unmarshal(trimmed, &node)
+	return node.Command.Kind == yaml.ScalarNode && node.Command.Tag != "!!null"
 }
 
 // Limits of a spec, beyond which it is rejected.
@@ -140,11 +195,12 @@ func ParseSpec(data []byte) (Spec, error) {
 		if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 			return Spec{}, invalid("not a valid JSON spec: data after the object")
 		}
+		sp.commandString = stringCommand(trimmed)
 		return sp, nil
 	}
 	var node yaml.Node
 	if err := yaml.Unmarshal(trimmed, &node); err != nil {
-		return Spec{}, invalid("neither a JSON object nor YAML: %v", err)
+		return Spec{}, fmt.Errorf("%w: %w: %v", ErrInvalidSpec, errYAMLSyntax, err)
 	}
 	if len(node.Content) != 1 || node.Content[0].Kind != yaml.MappingNode {
 		return Spec{}, invalid("spec must be a JSON object or a YAML mapping")
@@ -158,6 +214,7 @@ func ParseSpec(data []byte) (Spec, error) {
 	if err := dec.Decode(&more); !errors.Is(err, io.EOF) {
 		return Spec{}, invalid("not a valid YAML spec: more than one document")
 	}
+	sp.commandString = stringCommand(trimmed)
 	return sp, nil
 }
 
@@ -199,31 +256,23 @@ func checkJSONKeys(data []byte) error {
 	return nil
 }
 
-// SpecComplete reports whether buf holds a whole spec worth submitting now:
-// a complete JSON value (or broken JSON that no more bytes can fix), or
-// text whose last write ended a line and that is not a YAML mapping
-// lacking a name or a command (text that is no mapping at all is refused
-// at once). fs/ submits YAML written in several writes only at close.
-func SpecComplete(buf []byte) bool {
+// errYAMLSyntax is wrapped when a spec is neither JSON nor well-formed
+// YAML: YAML still being written may become well-formed with its next
+// lines (a flow sequence continued on the next line).
+var errYAMLSyntax = errors.New("neither a JSON object nor YAML")
+
+// JSONComplete reports whether buf holds a JSON spec that no more bytes
+// can change: a complete JSON value, or broken JSON that no more bytes can
+// fix. YAML is never complete: more lines may follow until the writer
+// closes the file.
+func JSONComplete(buf []byte) bool {
 	t := bytes.TrimSpace(buf)
-	if len(t) == 0 {
+	if !IsJSONSpec(t) {
 		return false
 	}
-	if IsJSONSpec(t) {
-		var v json.RawMessage
-		err := json.NewDecoder(bytes.NewReader(t)).Decode(&v)
-		return !errors.Is(err, io.ErrUnexpectedEOF)
-	}
-	if buf[len(buf)-1] != '\n' {
-		return false
-	}
-	var m map[string]any
-	if yaml.Unmarshal(t, &m) != nil {
-		return true
-	}
-	_, name := m["name"]
-	_, command := m["command"]
-	return name && command
+	var v json.RawMessage
+	err := json.NewDecoder(bytes.NewReader(t)).Decode(&v)
+	return !errors.Is(err, io.ErrUnexpectedEOF)
 }
 
 // IsJSONSpec reports whether buf holds a spec in JSON (an object) rather
@@ -246,18 +295,30 @@ func CheckName(name string) error {
 
 // Validate checks a parsed spec; every error wraps ErrInvalidSpec and names
 // the reason.
-func (v Validator) Validate(sp Spec) error {
-	if sp.Name == "" {
+func (v Validator) Validate(sp Spec) error { return v.validate(sp, false) }
+
+// validate is Validate; partial: sp may still grow (see
+// Scheduler.CheckPartial), so a missing name or command is no error yet.
+func (v Validator) validate(sp Spec, partial bool) error {
+	if sp.Name == "" && !partial {
 		return invalid("name is required")
 	}
-	if err := CheckName(sp.Name); err != nil {
-		return err
+	if sp.Name != "" {
+		if err := CheckName(sp.Name); err != nil {
+			return err
+		}
+	}
+	if len(sp.Command) == 0 && partial {
+		sp.Command = []string{"true"} // what follows checks the rest
 	}
 	if len(sp.Command) == 0 || sp.Command[0] == "" {
 		return invalid("command is required: a non-empty argv array")
 	}
 	if len(sp.Command) > maxArgs {
 		return invalid("command has more than %d arguments", maxArgs)
+	}
+	if sp.commandString && !sp.Shell {
+		return invalid("command is one string: give an argv array, or \"shell\": true to run it with /bin/sh -c")
 	}
 	if sp.Shell && len(sp.Command) != 1 {
 		return invalid("with \"shell\": true, command must hold exactly one string (the shell command line)")
