@@ -214,6 +214,7 @@ func (s *batchDirStream) Close() {}
 // come from one consistent copy, and the page cache is kept across opens.
 type batchFile struct {
 	gofs.Inode
+	readOnlyXattrs
 	sh     *shared
 	dir    *datasetDir
 	snap   *dataset.Snapshot
@@ -233,6 +234,7 @@ var (
 
 func (f *batchFile) attr(a *fuse.Attr) {
 	a.Mode = syscall.S_IFREG | 0o444
+	a.Nlink = 1
 	var n int64
 	var err error
 	if f.size != nil {
@@ -364,6 +366,7 @@ var (
 
 func (f *bytesFile) attr(a *fuse.Attr) {
 	a.Mode = syscall.S_IFREG | 0o444
+	a.Nlink = 1
 	a.Size = uint64(len(f.data))
 }
 

@@ -224,6 +224,7 @@ func (d *fixedDir) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.At
 func (g *genFile) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) (errno syscall.Errno) {
 	defer g.sh.guard("getattr", g.Path(nil), &errno)
 	out.Mode = syscall.S_IFREG | 0o444
+	out.Nlink = 1
 	if s, ok := fh.(*snapshot); ok {
 		out.Size = uint64(len(s.data))
 	} else if b, err := g.content(ctx); err == nil {

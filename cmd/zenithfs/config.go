@@ -242,6 +242,21 @@ func (c *Config) validate() error {
 	if c.Workers < 0 {
 		return fmt.Errorf("--workers %d: must be ≥ 0", c.Workers)
 	}
+	// Jobs run in STATE_DIR/work and the daemon may change directory: a
+	// relative path would name another place there.
+	for _, p := range []struct {
+		flag string
+		path *string
+	}{{"--state-dir", &c.StateDir}, {"--log-file", &c.LogFile}} {
+		if *p.path == "" {
+			continue
+		}
+		abs, err := filepath.Abs(*p.path)
+		if err != nil {
+			return fmt.Errorf("%s %q: %w", p.flag, *p.path, err)
+		}
+		*p.path = abs
+	}
 	return nil
 }
 

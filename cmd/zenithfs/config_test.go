@@ -85,3 +85,20 @@ func TestPassthroughIsABooleanFlagWhenReordered(t *testing.T) {
 		t.Fatalf("mount point %q, passthrough %v, debug %v", c.MountPoint, c.Passthrough, c.Debug)
 	}
 }
+
+// Relative state and log paths are taken from the directory zenithfs
+// mount ran in: jobs run in STATE_DIR/work, where a relative path would
+// name another place.
+func TestRelativePathsAreMadeAbsolute(t *testing.T) {
+	cwd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := parseMountArgs([]string{"--dataset", "a=/data/a", "--state-dir", "st", "--log-file", "logs/z.log", "/mnt"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.StateDir != filepath.Join(cwd, "st") || c.LogFile != filepath.Join(cwd, "logs/z.log") {
+		t.Fatalf("state dir %q, log file %q; want them under %s", c.StateDir, c.LogFile, cwd)
+	}
+}

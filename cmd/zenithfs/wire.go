@@ -429,7 +429,7 @@ type Stats struct {
 	Prefetch prefetch.Stats   `json:"prefetch"`
 	Memfds   *memfdStats      `json:"memfds,omitempty"`
 	IO       ioStats          `json:"io"`
-	S3       []source.S3Stats `json:"s3,omitempty"`
+	S3       []source.S3Stats `json:"s3"` // one per S3 dataset; [] when none
 	Datasets []datasetStats   `json:"datasets"`
 }
 
@@ -501,7 +501,7 @@ type datasetStats struct {
 }
 
 func (w *wiring) stats() Stats {
-	st := Stats{Time: time.Now().UTC(), Cache: w.cache.Stats(), Prefetch: w.prefetch.Stats()}
+	st := Stats{Time: time.Now().UTC(), Cache: w.cache.Stats(), Prefetch: w.prefetch.Stats(), S3: []source.S3Stats{}}
 	if w.memfds != nil {
 		w.peakMu.Lock()
 		parts := w.peakParts
