@@ -629,11 +629,11 @@ func (s *Snapshot) startAhead(f *SourceFile, si int, cur string, inOrder bool) b
 		run = func(f func()) { go f() }
 	}
 	release := func() {}
-	if inOrder && s.ds.spans != nil {
+	if inOrder {
 		// Its bytes' spans are in flight from now: a prefetch worker
 		// reaching the segment before this read-ahead joins them.
 		obj := s.object(context.Background(), f, false)
-		if off, n, ok := f.reader.SegmentExtent(obj, si); ok {
+		if off, n, ok := s.spanned(obj, f, si); ok {
 			release = s.ds.spans.prefetch(obj, obj.spanObj, off, n)
 		}
 	}
@@ -668,17 +668,43 @@ func (s *Snapshot) segmentKey(f *SourceFile, i int) string {
 
 // segment returns segment i of f, decoded; ahead: for a read-ahead, not
 // a reader (segCache.get); inOrder: read ahead of a reader going through
-// the dataset in order, which fetches coalesced spans (spans.go).
+// the dataset in order, which fetches coalesced spans (spans.go) where
+// the segment is small (spanned).
 func (s *Snapshot) segment(ctx context.Context, f *SourceFile, i int, ahead, inOrder bool) (arrow.RecordBatch, error) {
 	key := s.segmentKey(f, i)
 	return s.ds.segs.get(ctx, key, ahead, func(ctx context.Context) (arrow.RecordBatch, error) {
-		obj := s.object(ctx, f, inOrder)
+		obj := s.object(ctx, f, false)
+		if inOrder {
+			_, _, obj.spanFetch = s.spanned(obj, f, i)
+		}
 		rec, err := f.reader.ReadSegment(ctx, obj, i)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", f.Info.Key, obj.explain(err))
 		}
 		return rec, nil
 	})
+}
+
+// spanned returns the byte range of segment si of f when it is read
+// through spans in order: it is small (spanCache.small), and so is the
+// segment before it, whose bytes share its first span — after a large
+// segment, read exactly, a span would fetch much of it again (a file's
+// short last row group).
+func (s *Snapshot) spanned(obj *object, f *SourceFile, si int) (off, n int64, ok bool) {
+	c := s.ds.spans
+	if c == nil {
+		return 0, 0, false
+	}
+	off, n, ok = f.reader.SegmentExtent(obj, si)
+	if !ok || n > c.small() {
+		return 0, 0, false
+	}
+	if si > 0 {
+		if _, pn, pok := f.reader.SegmentExtent(obj, si-1); !pok || pn > c.small() {
+			return 0, 0, false
+		}
+	}
+	return off, n, true
 }
 
 // object is f's source object, read with ctx; spanFetch: its reads fetch

@@ -187,3 +187,33 @@ func TestSpanReadsAtTheEndOfTheObject(t *testing.T) {
 		t.Fatal("without fetch, a span neither cached nor in flight was used")
 	}
 }
+
+// A file's short last row group after large ones is read exactly: its
+// span would fetch much of the large one before it again.
+func TestShortTailAfterLargeSegmentsIsExact(t *testing.T) {
+	dir, state := t.TempDir(), t.TempDir()
+	if err := sampledata.WriteParquet(filepath.Join(dir, "a.parquet"), 9100, 3000); err != nil {
+		t.Fatal(err)
+	}
+	load(t, dir, Options{BatchSize: 500, StateDir: state})
+	st := &rangeLog{Local: source.NewLocal(dir)}
+	d := spanDataset(t, st, dir, state, 256<<10)
+	s, _ := d.Current()
+	f := s.Files[0]
+	obj := s.object(context.Background(), f, false)
+	for si := range f.Index.Segments {
+		_, n, _ := f.reader.SegmentExtent(obj, si)
+		t.Logf("row group %d: %d bytes", si, n)
+	}
+	if _, n, _ := f.reader.SegmentExtent(obj, 0); n <= d.spans.small() {
+		t.Fatalf("row groups of %d bytes are small for spans of %d: the test needs large ones", n, d.spans.size)
+	}
+	epoch(t, d)
+	if fetches, _ := d.SpanStats(); fetches != 0 {
+		t.Fatalf("%d spans fetched for a file whose only small row group follows a large one", fetches)
+	}
+	_, n := st.counts()
+	if info, _ := st.Stat(context.Background(), "a.parquet"); n > info.Size {
+		t.Fatalf("read %d bytes of a %d-byte file", n, info.Size)
+	}
+}
