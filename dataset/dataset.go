@@ -161,9 +161,13 @@ type Dataset struct {
 	// spans holds coalesced reads of the sources (nil: reads are exact).
 	spans *spanCache
 
-	mu        sync.Mutex // serialises loads and checks
-	cur       atomic.Pointer[Snapshot]
-	loadErr   atomic.Pointer[error]
+	mu      sync.Mutex // serialises loads and checks
+	cur     atomic.Pointer[Snapshot]
+	loadErr atomic.Pointer[error]
+	// listErr is why the latest check could not list the sources (an S3
+	// endpoint down) while a snapshot was being served: the snapshot stays
+	// current, since nothing says its sources changed.
+	listErr   atomic.Pointer[error]
 	lastCheck time.Time
 	gen       uint64
 	progress  indexProgress
@@ -280,6 +284,15 @@ func (d *Dataset) Current() (*Snapshot, error) {
 	return nil, fmt.Errorf("dataset %s: not loaded", d.Name)
 }
 
+// ListErr is why the latest check could not list the sources, while the
+// current snapshot is still served; nil once a listing works again.
+func (d *Dataset) ListErr() error {
+	if e := d.listErr.Load(); e != nil {
+		return *e
+	}
+	return nil
+}
+
 // Err is the reason the last load failed, or nil.
 func (d *Dataset) Err() error {
 	if e := d.loadErr.Load(); e != nil {
@@ -311,6 +324,9 @@ func (d *Dataset) check(ctx context.Context, force bool) (*Snapshot, error) {
 	cur := d.cur.Load()
 	infos, err := d.List(ctx)
 	d.lastCheck = time.Now()
+	if err == nil && d.listErr.Swap(nil) != nil {
+		d.log.Info("listing the sources works again")
+	}
 	if err == nil && cur != nil && d.Err() == nil && sameSources(cur.sources(), infos) {
 		return cur, nil
 	}
@@ -319,10 +335,20 @@ func (d *Dataset) check(ctx context.Context, force bool) (*Snapshot, error) {
 			d.lastCheck = time.Time{} // not looked: the next check does
 			return nil, err
 		}
+		err = fmt.Errorf("dataset %s: listing the sources: %w", d.Name, err)
+		if cur != nil && d.Err() == nil {
+			// Nothing says the sources changed: the snapshot stays
+			// current, so batches already cached are still served and the
+			// others fail on their own reads (EIO with the store's reason)
+			// until the store answers again.
+			if d.listErr.Swap(&err) == nil {
+				d.log.Error("listing the sources failed; serving the current snapshot", "err", err)
+			}
+			return cur, nil
+		}
 		// Listing again (in loadLocked) would only wait out the same
 		// failure twice: on a dead endpoint that doubles the time an open
 		// takes to fail.
-		err = fmt.Errorf("dataset %s: %w", d.Name, err)
 		d.loadErr.Store(&err)
 		d.log.Error("listing the sources failed", "err", err)
 		return nil, err

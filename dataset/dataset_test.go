@@ -468,3 +468,53 @@ func TestIndexKeyNamesArrowGo(t *testing.T) {
 		t.Fatalf("no build information: key %q", u)
 	}
 }
+
+// listFails is a local store whose listings fail while fail is set (an S3
+// endpoint that went away).
+type listFails struct {
+	*source.Local
+	fail atomic.Bool
+}
+
+func (l *listFails) List(ctx context.Context, prefix string) ([]source.Info, error) {
+	if l.fail.Load() {
+		return nil, fmt.Errorf("list %q: %w", prefix, errIO)
+	}
+	return l.Local.List(ctx, prefix)
+}
+
+// A check that cannot list the sources keeps the current snapshot (nothing
+// says they changed): its batches are still built, the reason is kept,
+// and once listing works again the same snapshot goes on, not re-indexed.
+func TestFailedListingKeepsTheSnapshot(t *testing.T) {
+	dir := t.TempDir()
+	if err := sampledata.WriteCSV(filepath.Join(dir, "a.csv"), 0, 100); err != nil {
+		t.Fatal(err)
+	}
+	st := &listFails{Local: source.NewLocal(dir)}
+	d := New("l", Location{Store: st, Prefix: true, StoreID: "file:" + dir}, Options{BatchSize: 10})
+	ctx := context.Background()
+	if err := d.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := d.Current()
+	st.fail.Store(true)
+	s, err := d.Check(ctx)
+	if err != nil || s != before {
+		t.Fatalf("check with a failing listing: %v (snapshot kept: %v)", err, s == before)
+	}
+	if err := d.ListErr(); !errors.Is(err, errIO) {
+		t.Fatalf("ListErr = %v, want the listing's error", err)
+	}
+	if _, err := s.Build(ctx, 3); err != nil {
+		t.Fatalf("build while listing fails: %v", err)
+	}
+	if cur, err := d.Current(); err != nil || cur != before {
+		t.Fatalf("Current while listing fails: %v", err)
+	}
+	st.fail.Store(false)
+	s, err = d.Check(ctx)
+	if err != nil || s != before || d.ListErr() != nil {
+		t.Fatalf("after listing works again: %v, same snapshot %v, ListErr %v", err, s == before, d.ListErr())
+	}
+}

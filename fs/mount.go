@@ -156,6 +156,9 @@ func (r *rootNode) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.At
 // OnAdd builds the fixed part of the tree.
 func (r *rootNode) OnAdd(ctx context.Context) {
 	for _, d := range r.cfg.Datasets {
+		if err := d.Err(); err != nil { // a dataset that could not be loaded says why at once
+			r.sh.errs.add(err.Error())
+		}
 		dir := &datasetDir{sh: r.sh, ds: d, batches: r.cfg.Batches, timeout: r.cfg.EntryTimeout, passthrough: r.cfg.Passthrough}
 		r.AddChild(d.Name, r.NewPersistentInode(ctx, dir, gofs.StableAttr{Mode: syscall.S_IFDIR}), false)
 	}

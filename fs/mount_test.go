@@ -262,10 +262,20 @@ func TestBrokenDatasetsFailAloneWithReasons(t *testing.T) {
 	ds := []*dataset.Dataset{newDataset(t, "good", good, 4), newDataset(t, "corrupt", corrupt, 4),
 		newDataset(t, "truncated", truncated, 4), newDataset(t, "mismatch", mismatch, 4)}
 	mnt := mountT(t, Config{Datasets: ds})
+	// Each broken dataset's reason is in .zenith/errors from the start,
+	// before anything asks for it ...
+	errs, _ := os.ReadFile(filepath.Join(mnt, ".zenith", "errors"))
 	for _, name := range []string{"corrupt", "truncated", "mismatch"} {
-		_, err := os.ReadDir(filepath.Join(mnt, name))
-		if !errors.Is(err, syscall.EIO) {
-			t.Errorf("%s: readdir err %v, want EIO", name, err)
+		if !strings.Contains(string(errs), "dataset "+name+":") {
+			t.Errorf(".zenith/errors at mount lacks dataset %s's reason:\n%s", name, errs)
+		}
+	}
+	for _, name := range []string{"corrupt", "truncated", "mismatch"} {
+		for range 3 {
+			_, err := os.ReadDir(filepath.Join(mnt, name))
+			if !errors.Is(err, syscall.EIO) {
+				t.Errorf("%s: readdir err %v, want EIO", name, err)
+			}
 		}
 		st, err := os.ReadFile(filepath.Join(mnt, ".zenith", "datasets", name))
 		if err != nil || !strings.Contains(string(st), `"state": "error"`) {
@@ -279,9 +289,38 @@ func TestBrokenDatasetsFailAloneWithReasons(t *testing.T) {
 	if _, err := os.ReadFile(filepath.Join(mnt, "good", "000001.arrow")); err != nil {
 		t.Fatalf("good dataset not served beside broken ones: %v", err)
 	}
-	errs, _ := os.ReadFile(filepath.Join(mnt, ".zenith", "errors"))
-	if !strings.Contains(string(errs), "corrupt") {
-		t.Errorf(".zenith/errors lacks the reason: %s", errs)
+	// ... and stays one line, however often it is met.
+	errs, _ = os.ReadFile(filepath.Join(mnt, ".zenith", "errors"))
+	for _, name := range []string{"corrupt", "truncated", "mismatch"} {
+		if n := strings.Count(string(errs), "dataset "+name+":"); n != 1 {
+			t.Errorf(".zenith/errors has dataset %s's reason on %d lines, want 1:\n%s", name, n, errs)
+		}
+	}
+	if !strings.Contains(string(errs), "times since") {
+		t.Errorf(".zenith/errors does not count the repeats:\n%s", errs)
+	}
+}
+
+func TestErrorRingKeepsOneLinePerReason(t *testing.T) {
+	r := newErrorRing(3)
+	r.add("a")
+	r.add("two\nlines")
+	r.add("a")
+	r.add("c")
+	r.add("d")
+	lines := strings.Split(strings.TrimSpace(string(r.text())), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("%d lines, want the 3 latest reasons:\n%s", len(lines), r.text())
+	}
+	if !strings.Contains(lines[0], " a (2 times since ") {
+		t.Fatalf("first line %q: want a, counted twice", lines[0])
+	}
+	if !strings.HasSuffix(lines[1], " c") || !strings.HasSuffix(lines[2], " d") {
+		t.Fatalf("lines %q", lines)
+	}
+	r.add("two\nlines")
+	if text := string(r.text()); !strings.Contains(text, " two; lines\n") {
+		t.Fatalf("a reason with a newline is not one line:\n%s", text)
 	}
 }
 

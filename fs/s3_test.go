@@ -371,9 +371,10 @@ func TestS3DeadEndpointFailsReadsInBoundedTime(t *testing.T) {
 		bound      time.Duration
 	}{
 		// A short check interval: the open's check lists the bucket, once,
-		// and fails.
-		{"server stopped, noticed by the listing", 100 * time.Millisecond, stop, restart, attempts + time.Second},
-		{"endpoint hangs, noticed by the listing", 100 * time.Millisecond, hang, answer, attempts + time.Second},
+		// and fails; the snapshot stays current, and the batch's own GETs
+		// fail next.
+		{"server stopped, noticed by the listing", 100 * time.Millisecond, stop, restart, 2*attempts + time.Second},
+		{"endpoint hangs, noticed by the listing", 100 * time.Millisecond, hang, answer, 2*attempts + time.Second},
 		// No listing: the batch's GETs fail. A batch of a.parquet needs up
 		// to 4 row groups, fetched one after the other, and a reader may
 		// first wait on a read-ahead build of the batch before it.
@@ -422,6 +423,13 @@ func TestS3DeadEndpointFailsReadsInBoundedTime(t *testing.T) {
 			}
 			if ss := st.Stats(); ss.Errors == 0 || ss.LastError == "" {
 				t.Errorf("store stats do not show the failure: %+v", ss)
+			}
+			// What was read before the outage is still served from the
+			// cache: a listing that fails does not take the dataset down.
+			for k := 0; k < 5; k++ {
+				if b, err := os.ReadFile(filepath.Join(dir, batchName(k, n))); err != nil || !bytes.Equal(b, want[k]) {
+					t.Fatalf("cached batch %d during the outage: %v (or bytes differ)", k, err)
+				}
 			}
 
 			c.back(fx, proxy)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -78,21 +79,41 @@ func (s *shared) allowed(ctx context.Context) bool {
 	return c.Uid == 0 || c.Uid == s.owner
 }
 
-// errorRing keeps the most recent error lines for .zenith/errors.
+// errorRing keeps the most recent error lines for .zenith/errors. A reason
+// already there is not added again: its line moves to the end, counting
+// the repeats, so that a failure met on every access (a dataset that
+// cannot be read, asked for by every lookup) never pushes the other
+// reasons out. A reason is one line: newlines inside it become "; ".
 type errorRing struct {
-	mu    sync.Mutex
-	lines []string
-	max   int
+	mu      sync.Mutex
+	entries []errorEntry
+	max     int
+}
+
+type errorEntry struct {
+	msg         string
+	first, last time.Time
+	n           int
 }
 
 func newErrorRing(max int) *errorRing { return &errorRing{max: max} }
 
 func (r *errorRing) add(line string) {
+	line = strings.ReplaceAll(strings.TrimSpace(line), "\n", "; ")
+	now := time.Now().UTC()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.lines = append(r.lines, time.Now().UTC().Format(time.RFC3339)+" "+line)
-	if len(r.lines) > r.max {
-		r.lines = r.lines[len(r.lines)-r.max:]
+	e := errorEntry{msg: line, first: now, last: now, n: 1}
+	for i, old := range r.entries {
+		if old.msg == line {
+			e.first, e.n = old.first, old.n+1
+			r.entries = append(r.entries[:i], r.entries[i+1:]...)
+			break
+		}
+	}
+	r.entries = append(r.entries, e)
+	if len(r.entries) > r.max {
+		r.entries = r.entries[len(r.entries)-r.max:]
 	}
 }
 
@@ -100,8 +121,11 @@ func (r *errorRing) text() []byte {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var b []byte
-	for _, l := range r.lines {
-		b = append(b, l...)
+	for _, e := range r.entries {
+		b = append(b, e.last.Format(time.RFC3339)+" "+e.msg...)
+		if e.n > 1 {
+			b = append(b, fmt.Sprintf(" (%d times since %s)", e.n, e.first.Format(time.RFC3339))...)
+		}
 		b = append(b, '\n')
 	}
 	return b

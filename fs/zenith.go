@@ -62,9 +62,12 @@ func (z *zenithDir) OnAdd(ctx context.Context) {
 
 // DatasetState is the content of .zenith/datasets/<name>.
 type DatasetState struct {
-	Name        string `json:"name"`
-	State       string `json:"state"` // ready | error
-	Error       string `json:"error,omitempty"`
+	Name  string `json:"name"`
+	State string `json:"state"` // ready | error
+	Error string `json:"error,omitempty"`
+	// ListError: the latest source check could not list the sources (the
+	// snapshot shown is still served).
+	ListError   string `json:"list_error,omitempty"`
 	ID          string `json:"id,omitempty"`
 	Generation  uint64 `json:"generation,omitempty"`
 	Rows        int64  `json:"rows"`
@@ -89,6 +92,9 @@ type DatasetState struct {
 func datasetState(d *dataset.Dataset, views map[string]ViewStats) ([]byte, error) {
 	st := DatasetState{Name: d.Name, State: "ready", Views: views, Index: d.Progress(), Blocks: d.BlockStats()}
 	st.SegHits, st.SegMisses, st.SegBytes = d.SegmentStats()
+	if err := d.ListErr(); err != nil {
+		st.ListError = err.Error()
+	}
 	if s, err := d.Current(); err != nil {
 		st.State, st.Error = "error", err.Error()
 	} else {
