@@ -78,6 +78,7 @@ func TestCSVShardsShareOneInferredSchema(t *testing.T) {
 		"b.csv": "id,x,flag\n3,2.5,\n4,,\n",
 		"c.csv": "id,x,flag\n",
 		"e.csv": "id,renamed\n", // no rows: its header does not count
+		"f.csv": "",             // an empty file: no header, no rows
 		"d.csv": "id,x,flag\n5,7,1\n",
 	})
 	d, err := loadDir(t, dir, 2)

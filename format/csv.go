@@ -67,7 +67,10 @@ func indexCSV(ctx context.Context, obj Object, opts Options) (*File, error) {
 	r := csv.NewReader(bufio.NewReaderSize(section(obj), 1<<20))
 	r.ReuseRecord = true
 	header, err := r.Read()
-	if err != nil {
+	switch {
+	case errors.Is(err, io.EOF):
+		header = nil // an empty file: no columns, no rows (it gives no batch)
+	case err != nil:
 		return nil, fmt.Errorf("%w: header: %v", ErrCorrupt, err)
 	}
 	cols := make([]*csvColumn, len(header))

@@ -24,6 +24,7 @@ import (
 	"strings"
 
 	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 )
@@ -216,6 +217,17 @@ func (r *Reader) SegmentExtent(obj Object, i int) (off, n int64, ok bool) {
 	return 0, 0, false
 }
 
+// validateFull is array.ValidateRecordFull, whose checks can themselves
+// go out of bounds on bad offsets (a panic is the verdict too).
+func validateFull(rec arrow.RecordBatch) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("invalid buffers: %v", r)
+		}
+	}()
+	return array.ValidateRecordFull(rec)
+}
+
 func (r *Reader) ReadSegment(ctx context.Context, obj Object, i int) (arrow.RecordBatch, error) {
 	f := r.File
 	if i < 0 || i >= len(f.Segments) {
@@ -242,6 +254,15 @@ func (r *Reader) ReadSegment(ctx context.Context, obj Object, i int) (arrow.Reco
 	}
 	if err != nil {
 		return nil, fmt.Errorf("segment %d: %w", i, err)
+	}
+	if f.Kind == IPCFile || f.Kind == IPCStream {
+		// An IPC source's buffers are taken as they are: offsets or
+		// dictionary indices out of range would reach the batch files
+		// (and crash their readers) unless checked here.
+		if err := validateFull(rec); err != nil {
+			rec.Release()
+			return nil, fmt.Errorf("segment %d: %w: %v", i, ErrCorrupt, err)
+		}
 	}
 	if rec.NumRows() != f.Segments[i].Rows {
 		return nil, fmt.Errorf("segment %d: %w: decoded %d rows, index says %d", i, ErrCorrupt, rec.NumRows(), f.Segments[i].Rows)

@@ -10,6 +10,8 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
+	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/zenithfs/zenithfs/internal/sampledata"
 )
@@ -216,4 +218,34 @@ func (s *rangeSpy) ReadRanges(offs []int64, bufs [][]byte) error {
 		s.note(offs[i], len(bufs[i]))
 	}
 	return s.memObject.ReadRanges(offs, bufs)
+}
+
+// An Arrow IPC source whose buffers are out of range (a string offset past
+// its data) is corrupt when read, not passed on to the batch files.
+func TestIPCSourceWithBadOffsetsIsCorrupt(t *testing.T) {
+	schema := arrow.NewSchema([]arrow.Field{{Name: "s", Type: arrow.BinaryTypes.String}}, nil)
+	offsets := memory.NewBufferBytes(arrow.Int32Traits.CastToBytes([]int32{0, 0x7ffffff0, 3}))
+	values := memory.NewBufferBytes([]byte("abc"))
+	data := array.NewData(arrow.BinaryTypes.String, 2, []*memory.Buffer{nil, offsets, values}, nil, 0, 0)
+	col := array.NewStringData(data)
+	rec := array.NewRecordBatch(schema, []arrow.Array{col}, 2)
+	var buf bytes.Buffer
+	w, err := ipc.NewFileWriter(&buf, ipc.WithSchema(schema))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Write(rec); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	obj := &memObject{buf.Bytes()}
+	f, err := Index(context.Background(), "bad.arrow", obj, Options{})
+	if err != nil {
+		t.Fatalf("index: %v", err)
+	}
+	if _, err := NewReader(f).ReadSegment(context.Background(), obj, 0); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("read of a record batch with a string offset past its data: %v, want ErrCorrupt", err)
+	}
 }
