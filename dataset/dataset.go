@@ -740,6 +740,11 @@ func (s *Snapshot) object(ctx context.Context, f *SourceFile, spanFetch bool) *o
 		spans: s.ds.spans, spanFetch: spanFetch}
 	if obj.spans != nil {
 		obj.spanObj = fmt.Sprintf("%s\x00%s\x00%s", s.ds.loc.StoreID, f.Info.Key, f.Info.Identity())
+		if last := len(f.Index.Segments) - 1; last >= 0 {
+			if off, n, ok := f.reader.SegmentExtent(obj, last); ok {
+				obj.dataEnd = off + n
+			}
+		}
 	}
 	return obj
 }

@@ -25,6 +25,9 @@ type object struct {
 	spans     *spanCache
 	spanObj   string
 	spanFetch bool
+	// dataEnd, when positive, is where the object's segments end (a
+	// Parquet file's footer follows): spans stop there.
+	dataEnd int64
 	// changedErr is the first read error that said the object changed.
 	// Decoders may flatten the errors of their reads (the Parquet footer's
 	// ErrCorrupt keeps only the text), so explain re-attaches it.
@@ -79,6 +82,15 @@ func (o *object) explain(err error) error {
 		return fmt.Errorf("%w (then: %v)", *p, err)
 	}
 	return err
+}
+
+// spanLimit is the end of the bytes spans may hold: the segments' end, or
+// the object's.
+func (o *object) spanLimit() int64 {
+	if o.dataEnd > 0 {
+		return min(o.dataEnd, o.size)
+	}
+	return o.size
 }
 
 var _ format.Object = (*object)(nil)

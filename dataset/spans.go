@@ -62,13 +62,27 @@ type spanKey struct {
 }
 
 type span struct {
-	key  spanKey
-	done chan struct{} // closed when data or err is set
-	data []byte
-	err  error
-	el   *list.Element // in ll once fetched without error
-	refs int           // segments read ahead that will read it (prefetch)
+	key spanKey
+	// start, end: the bytes of the object it holds, within its aligned
+	// range: from the first byte a reader in order asked of it (bytes before
+	// were read exactly already), to the end of the object's data (a
+	// Parquet footer comes from the index).
+	start, end int64
+	done       chan struct{} // closed when data or err is set
+	data       []byte        // bytes [start, end)
+	err        error
+	el         *list.Element // in ll once fetched without error
+	refs       int           // segments read ahead that will read it (prefetch)
 }
+
+// newSpan returns span i of obj, in flight, holding bytes from from (or
+// its beginning) up to the end of its range or to lim.
+func (c *spanCache) newSpan(obj string, i, from, lim int64) *span {
+	return &span{key: spanKey{obj, i}, start: max(i*c.size, from), end: min((i+1)*c.size, lim), done: make(chan struct{})}
+}
+
+// covers reports whether sp holds bytes [off, off+n).
+func (sp *span) covers(off, n int64) bool { return sp.start <= off && off+n <= sp.end }
 
 // newSpanCache returns a cache of spans of size bytes within budget bytes,
 // or nil (reads are exact) when fewer than three spans of at least 256 KiB
@@ -91,7 +105,8 @@ func newSpanCache(size, budget int64) *spanCache {
 // has ended). A range larger than small is left to be read exactly;
 // release is then a no-op.
 func (c *spanCache) prefetch(o *object, obj string, off, n int64) (release func()) {
-	if n <= 0 || n > c.small() || off < 0 || off+n > o.size {
+	lim := o.spanLimit()
+	if n <= 0 || n > c.small() || off < 0 || off+n > lim {
 		return func() {}
 	}
 	var held, mine []*span
@@ -100,7 +115,7 @@ func (c *spanCache) prefetch(o *object, obj string, off, n int64) (release func(
 		k := spanKey{obj, i}
 		sp, ok := c.items[k]
 		if !ok {
-			sp = &span{key: k, done: make(chan struct{})}
+			sp = c.newSpan(obj, i, off, lim)
 			c.items[k] = sp
 			mine = append(mine, sp)
 		}
@@ -129,7 +144,7 @@ func (c *spanCache) small() int64 { return c.size / 4 }
 // background fetches spans, each by its own request, not waiting for them.
 func (c *spanCache) background(o *object, spans []*span) {
 	for _, sp := range spans {
-		bg := &object{ctx: context.WithoutCancel(o.ctx), store: o.store, key: o.key, size: o.size, etag: o.etag}
+		bg := &object{ctx: context.WithoutCancel(o.ctx), store: o.store, key: o.key, size: o.size, etag: o.etag, dataEnd: o.dataEnd}
 		go c.fetch(bg, []*span{sp})
 	}
 }
@@ -144,9 +159,14 @@ func (c *spanCache) background(o *object, spans []*span) {
 func (c *spanCache) read(o *object, obj string, ranges []source.Range, fetch bool) (bool, error) {
 	var need []int64
 	var total int64
+	lim := o.spanLimit()
+	from := int64(-1) // the first byte asked for
 	for _, r := range ranges {
-		if r.Off < 0 || r.Off+int64(len(r.Buf)) > o.size {
+		if r.Off < 0 || r.Off+int64(len(r.Buf)) > lim {
 			return false, nil
+		}
+		if len(r.Buf) > 0 && (from < 0 || r.Off < from) {
+			from = r.Off
 		}
 		total += int64(len(r.Buf))
 		if len(r.Buf) == 0 {
@@ -175,7 +195,7 @@ func (c *spanCache) read(o *object, obj string, ranges []source.Range, fetch boo
 			return false, nil
 		}
 		if !ok {
-			sp = &span{key: k, done: make(chan struct{})}
+			sp = c.newSpan(obj, i, from, lim)
 			c.items[k] = sp
 			mine = append(mine, sp)
 		} else if sp.el != nil {
@@ -183,13 +203,29 @@ func (c *spanCache) read(o *object, obj string, ranges []source.Range, fetch boo
 		}
 		spans[i] = sp
 	}
+	for _, r := range ranges {
+		// A span began after bytes a reader had read exactly: one asked
+		// again (out of order) is read exactly again.
+		for off, end := r.Off, r.Off+int64(len(r.Buf)); off < end; {
+			sp := spans[off/c.size]
+			n := min(end, (off/c.size+1)*c.size) - off
+			if !sp.covers(off, n) {
+				for _, m := range mine { // seen by no one yet: the lock is held
+					delete(c.items, m.key)
+				}
+				c.mu.Unlock()
+				return false, nil
+			}
+			off += n
+		}
+	}
 	if fetch {
 		if _, ok := c.pos[obj]; !ok && len(c.pos) >= 4*c.max {
 			clear(c.pos) // positions only guide eviction
 		}
 		c.pos[obj] = need[0]
 		// Sequential read-ahead of spans, while there is room for them.
-		for i := need[len(need)-1] + 1; i*c.size < o.size; i++ {
+		for i := need[len(need)-1] + 1; i*c.size < lim; i++ {
 			k := spanKey{obj, i}
 			if _, ok := c.items[k]; ok {
 				continue
@@ -197,7 +233,7 @@ func (c *spanCache) read(o *object, obj string, ranges []source.Range, fetch boo
 			if !c.makeRoom(obj, need[0]) {
 				break
 			}
-			sp := &span{key: k, done: make(chan struct{})}
+			sp := c.newSpan(obj, i, 0, lim)
 			c.items[k] = sp
 			ahead = append(ahead, sp)
 		}
@@ -226,7 +262,7 @@ func (c *spanCache) read(o *object, obj string, ranges []source.Range, fetch boo
 		for r.N < len(r.Buf) {
 			off := r.Off + int64(r.N)
 			sp := spans[off/c.size]
-			r.N += copy(r.Buf[r.N:], sp.data[off-sp.key.i*c.size:])
+			r.N += copy(r.Buf[r.N:], sp.data[off-sp.start:])
 		}
 	}
 	return true, nil
@@ -240,8 +276,7 @@ func (c *spanCache) fetch(o *object, spans []*span) {
 	c.fetches.Add(int64(len(spans)))
 	ranges := make([]source.Range, len(spans))
 	for j, sp := range spans {
-		off := sp.key.i * c.size
-		ranges[j] = source.Range{Off: off, Buf: make([]byte, min(c.size, o.size-off))}
+		ranges[j] = source.Range{Off: sp.start, Buf: make([]byte, sp.end-sp.start)}
 	}
 	ctx := context.WithoutCancel(o.readCtx())
 	err := o.note(source.ReadRanges(ctx, o.store, o.key, ranges))
