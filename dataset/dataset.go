@@ -721,6 +721,11 @@ func (s *Snapshot) spanned(obj *object, f *SourceFile, si int) (off, n int64, ok
 	if c == nil {
 		return 0, 0, false
 	}
+	if f.Index.Kind != format.Parquet {
+		// Other formats read bytes outside a segment's extent with it (an
+		// IPC stream's schema message), or read it otherwise.
+		return 0, 0, false
+	}
 	off, n, ok = f.reader.SegmentExtent(obj, si)
 	if !ok || n > c.small() {
 		return 0, 0, false

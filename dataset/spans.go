@@ -52,6 +52,9 @@ type spanCache struct {
 	// pos is, per object, the first span the latest read in order needed:
 	// the spans before it that no read-ahead holds are behind its reader.
 	pos map[string]int64
+	// last is the object the latest read or read-ahead in order was of:
+	// spans of other objects that nobody holds are behind their readers.
+	last string
 
 	fetches, hits atomic.Int64
 }
@@ -122,6 +125,8 @@ func (c *spanCache) prefetch(o *object, obj string, off, n int64) (release func(
 		sp.refs++
 		held = append(held, sp)
 	}
+	c.last = obj
+	c.trim()
 	c.mu.Unlock()
 	c.background(o, mine)
 	return func() {
@@ -224,6 +229,8 @@ func (c *spanCache) read(o *object, obj string, ranges []source.Range, fetch boo
 			clear(c.pos) // positions only guide eviction
 		}
 		c.pos[obj] = need[0]
+		c.last = obj
+		c.trim()
 		// Sequential read-ahead of spans, while there is room for them.
 		for i := need[len(need)-1] + 1; i*c.size < lim; i++ {
 			k := spanKey{obj, i}
@@ -249,11 +256,10 @@ func (c *spanCache) read(o *object, obj string, ranges []source.Range, fetch boo
 		case <-o.ctx.Done():
 			return true, o.ctx.Err()
 		}
-		if sp.err != nil && !fetch {
-			return false, nil // the reader's own read tries on its own
-		}
 		if sp.err != nil {
-			return true, sp.err
+			// A span is an optimisation: the segment's own exact read
+			// tries on its own (a reader may be waiting on this one).
+			return false, nil
 		}
 	}
 	c.hits.Add(int64(len(spans) - len(mine)))
@@ -313,9 +319,12 @@ func (c *spanCache) makeRoom(obj string, from int64) bool {
 }
 
 // trim evicts, while the cache holds more than max spans, those no
-// read-ahead holds and that are behind their object's latest read (pos).
+// read-ahead holds that are behind their object's latest read (pos), then
+// those of objects other than the latest one read (a small object's only
+// span is never behind its own position).
 func (c *spanCache) trim() {
 	c.evict(func(sp *span) bool { return sp.key.i < c.pos[sp.key.obj] }, 0)
+	c.evict(func(sp *span) bool { return sp.key.obj != c.last }, 0)
 }
 
 // evict removes fetched spans that no read-ahead holds and that behind

@@ -218,3 +218,47 @@ func TestShortTailAfterLargeSegmentsIsExact(t *testing.T) {
 		t.Fatalf("read %d bytes of a %d-byte file", n, info.Size)
 	}
 }
+
+// Files smaller than a span each leave a span behind them: the cache
+// still holds at most its max (a small file's only span is never behind
+// its own reader's position, but is once another file is read).
+func TestSmallFilesStayWithinTheSpanCache(t *testing.T) {
+	dir, state := t.TempDir(), t.TempDir()
+	for i := range 40 {
+		if err := sampledata.WriteParquet(filepath.Join(dir, fmt.Sprintf("f%03d.parquet", i)), 3000, 1000); err != nil {
+			t.Fatal(err)
+		}
+	}
+	load(t, dir, Options{BatchSize: 500, StateDir: state})
+	st := &rangeLog{Local: source.NewLocal(dir)}
+	d := spanDataset(t, st, dir, state, 1<<20)
+	epoch(t, d)
+	d.spans.mu.Lock()
+	defer d.spans.mu.Unlock()
+	if fetches, _ := d.SpanStats(); fetches < 20 || len(d.spans.items) > d.spans.max {
+		t.Fatalf("%d spans fetched; %d held after the epoch, max %d", fetches, len(d.spans.items), d.spans.max)
+	}
+}
+
+// With read-aheads running beside the reader (as in the daemon), a reader
+// that joins a read-ahead whose span failed still gets its segment: the
+// span's failure is nobody's error, the segment is read exactly.
+func TestFailedSpanUnderAReaderIsReadExactly(t *testing.T) {
+	dir, state := spanFiles(t)
+	exact := &rangeLog{Local: source.NewLocal(dir)}
+	want := epoch(t, spanDataset(t, exact, dir, state, 0))
+	st := &rangeLog{Local: source.NewLocal(dir), failSpans: true}
+	d := New("s", Location{Store: st, Prefix: true, StoreID: "file:" + dir}, Options{
+		BatchSize: 500, StateDir: state, ReadAhead: 4, CoalesceBytes: 1 << 20,
+		Background: func(f func()) { go f() },
+	})
+	if err := d.Load(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	got := epoch(t, d)
+	for k := range want {
+		if !bytes.Equal(got[k], want[k]) {
+			t.Fatalf("batch %d differs from the exact read's", k)
+		}
+	}
+}

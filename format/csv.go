@@ -119,7 +119,7 @@ func indexCSV(ctx context.Context, obj Object, opts Options) (*File, error) {
 		}
 		schema = arrow.NewSchema(fields, nil)
 		f.Inferred = csvInferred(cols)
-	} else if schema.NumFields() != len(header) {
+	} else if header != nil && schema.NumFields() != len(header) {
 		return nil, fmt.Errorf("configured schema has %d columns, the header %d", schema.NumFields(), len(header))
 	}
 	f.SchemaIPC = EncodeSchema(schema)

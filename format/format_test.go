@@ -249,3 +249,17 @@ func TestIPCSourceWithBadOffsetsIsCorrupt(t *testing.T) {
 		t.Fatalf("read of a record batch with a string offset past its data: %v, want ErrCorrupt", err)
 	}
 }
+
+// An empty CSV or JSON Lines file is a file of no rows, with or without a
+// configured schema.
+func TestEmptyTextFilesHaveNoRows(t *testing.T) {
+	s := arrow.NewSchema([]arrow.Field{{Name: "id", Type: arrow.PrimitiveTypes.Int64, Nullable: true}}, nil)
+	for _, name := range []string{"e.csv", "e.jsonl"} {
+		for _, opts := range []Options{{}, {Schema: s}} {
+			f, err := Index(context.Background(), name, &memObject{[]byte{}}, opts)
+			if err != nil || f.Rows != 0 {
+				t.Errorf("%s (schema given: %v): %v", name, opts.Schema != nil, err)
+			}
+		}
+	}
+}

@@ -20,6 +20,13 @@ import (
 // timeout when the controller is down).
 func (s *Scheduler) loop() {
 	defer close(s.done)
+	if s.startGate != nil {
+		select {
+		case <-s.startGate:
+		case <-s.stop:
+			return
+		}
+	}
 	ctx := s.loopCtx
 	tick := time.NewTicker(s.cfg.PollInterval)
 	defer tick.Stop()

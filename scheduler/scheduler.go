@@ -43,6 +43,11 @@ type Config struct {
 	// LeaveRunning makes Close leave running jobs alone (to be adopted at
 	// the next start) instead of stopping them.
 	LeaveRunning bool
+	// Held: the scheduler starts no job until Start is called (it adopts
+	// and polls the running ones meanwhile), e.g. until the daemon has
+	// mounted and made its FUSE connection close-on-exec, so that no job
+	// inherits it.
+	Held bool
 	// MaxErrors is how many rejection reasons Errors keeps; default 100.
 	MaxErrors int
 }
@@ -77,6 +82,13 @@ type Scheduler struct {
 	pollNow chan struct{} // an attempt ended: poll
 	stop    chan struct{}
 	done    chan struct{}
+	// closeDone is closed when the first Close has finished; a second
+	// Close waits for it.
+	closeDone chan struct{}
+	// startGate, when not nil, is closed by Start: the loop starts nothing
+	// before (Config.Held).
+	startGate chan struct{}
+	startOnce sync.Once
 	// loopCtx bounds the loop's runner calls but Start; Close cancels it
 	// (stopLoop) so that it need not wait for a pass of polls.
 	loopCtx  context.Context
@@ -130,7 +142,7 @@ func New(cfg Config) (*Scheduler, error) {
 		cfg: cfg, log: cfg.Logger, runner: cfg.Runner, val: val, st: st,
 		jobs: map[string]*record{}, held: map[int]string{},
 		wake: make(chan struct{}, 1), pollNow: make(chan struct{}, 1),
-		stop: make(chan struct{}), done: make(chan struct{}),
+		stop: make(chan struct{}), done: make(chan struct{}), closeDone: make(chan struct{}),
 	}
 	s.loopCtx, s.stopLoop = context.WithCancel(context.Background())
 	if err := s.resume(); err != nil {
@@ -141,9 +153,20 @@ func New(cfg Config) (*Scheduler, error) {
 	if n, ok := cfg.Runner.(interface{ SetNotify(func()) }); ok {
 		n.SetNotify(func() { kick(s.pollNow) })
 	}
+	if cfg.Held {
+		s.startGate = make(chan struct{})
+	}
 	go s.loop()
 	kick(s.wake)
 	return s, nil
+}
+
+// Start lets a scheduler made with Config.Held start jobs. Calling it
+// again, or without Held, does nothing.
+func (s *Scheduler) Start() {
+	if s.startGate != nil {
+		s.startOnce.Do(func() { close(s.startGate) })
+	}
 }
 
 // resume loads the store and settles jobs that were active when the last
@@ -332,6 +355,9 @@ func (s *Scheduler) Submit(data []byte) (JobInfo, error) {
 // that is not well-formed yet, which more lines may mend. A refusal is
 // noted as Submit's is.
 func (s *Scheduler) CheckPartial(data []byte) error {
+	if yamlNothingYet(data) {
+		return nil
+	}
 	sp, err := ParseSpec(data)
 	if errors.Is(err, errYAMLSyntax) {
 		return nil
@@ -543,10 +569,17 @@ func (s *Scheduler) Close(ctx context.Context) error {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
+		// Another Close is stopping the jobs: return when it has (a daemon
+		// must not exit while a job it is stopping still runs).
+		select {
+		case <-s.closeDone:
+		case <-ctx.Done():
+		}
 		return nil
 	}
 	s.closed = true
 	s.mu.Unlock()
+	defer close(s.closeDone)
 	close(s.stop)
 	s.stopLoop() // cut short a pass of polls (one Slurm command per job)
 	<-s.done

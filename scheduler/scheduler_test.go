@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -515,4 +516,50 @@ func TestRestartWithFewerGPUsFailsJobsThatCannotFit(t *testing.T) {
 	}
 	mustSubmit(t, s2, shJob(t, "small", "echo ran", map[string]any{"gpus": 1}))
 	waitState(t, s2, "small", Completed, 5*time.Second)
+}
+
+// A second Close (the daemon's deferred one, after the unmount path closed
+// the scheduler first) returns only once the first has stopped the jobs:
+// a daemon exiting earlier would leave a job that ignores SIGTERM running.
+func TestSecondCloseWaitsForTheFirst(t *testing.T) {
+	s := newTestScheduler(t, testConfig(t, 0))
+	mustSubmit(t, s, shJob(t, "stubborn", "trap '' TERM; sleep 30", nil))
+	j := waitState(t, s, "stubborn", Running, 5*time.Second)
+	ctx := context.Background()
+	first := make(chan struct{})
+	go func() { s.Close(ctx); close(first) }()
+	for !s.isClosed() {
+		time.Sleep(5 * time.Millisecond)
+	}
+	s.Close(ctx)
+	select {
+	case <-first:
+	default:
+		t.Fatal("the second Close returned while the first was still stopping the job")
+	}
+	if err := syscall.Kill(j.PID, 0); err == nil {
+		t.Fatalf("job pid %d still alive after Close", j.PID)
+	}
+}
+
+func (s *Scheduler) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// A held scheduler starts no job until Start (the daemon starts it once
+// its mount is up).
+func TestHeldSchedulerStartsNothingBeforeStart(t *testing.T) {
+	cfg := testConfig(t, 0)
+	cfg.Held = true
+	s := newTestScheduler(t, cfg)
+	mustSubmit(t, s, shJob(t, "early", "true", nil))
+	time.Sleep(300 * time.Millisecond)
+	if j, _ := s.Job("early"); j.State != Pending {
+		t.Fatalf("job %s before Start, want PENDING", j.State)
+	}
+	s.Start()
+	s.Start() // again: nothing
+	waitState(t, s, "early", Completed, 5*time.Second)
 }

@@ -261,6 +261,20 @@ func checkJSONKeys(data []byte) error {
 // lines (a flow sequence continued on the next line).
 var errYAMLSyntax = errors.New("neither a JSON object nor YAML")
 
+// yamlNothingYet reports whether YAML written so far holds no content yet:
+// blank lines, comments, a document start marker.
+func yamlNothingYet(data []byte) bool {
+	var node yaml.Node
+	if yaml.Unmarshal(data, &node) != nil {
+		return false
+	}
+	if len(node.Content) == 0 {
+		return true
+	}
+	n := node.Content[0]
+	return n.Kind == yaml.ScalarNode && n.Tag == "!!null"
+}
+
 // JSONComplete reports whether buf holds a JSON spec that no more bytes
 // can change: a complete JSON value, or broken JSON that no more bytes can
 // fix. YAML is never complete: more lines may follow until the writer
@@ -308,8 +322,12 @@ func (v Validator) validate(sp Spec, partial bool) error {
 			return err
 		}
 	}
-	if len(sp.Command) == 0 && partial {
-		sp.Command = []string{"true"} // what follows checks the rest
+	if partial && (len(sp.Command) == 0 || sp.Command[0] == "") {
+		// Not given yet, or a block scalar whose lines are still to come.
+		sp.Command, sp.commandString = []string{"true"}, false // what follows checks the rest
+	}
+	if partial {
+		sp.commandString = false // "shell": true may still follow
 	}
 	if len(sp.Command) == 0 || sp.Command[0] == "" {
 		return invalid("command is required: a non-empty argv array")

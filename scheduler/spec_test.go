@@ -281,3 +281,44 @@ func TestYAMLSpecIsOneDocument(t *testing.T) {
 		t.Fatalf("a plain YAML spec: %v", err)
 	}
 }
+
+// YAML written a line at a time is checked so far, and nothing a later
+// line may complete is refused: a command given before "shell: true", a
+// document marker, a comment, a blank first line, a block scalar whose
+// lines come next.
+func TestCheckPartialLetsValidYAMLGrow(t *testing.T) {
+	s := newTestScheduler(t, testConfig(t, 0))
+	for i, spec := range []string{
+		"name: a1\ncommand: echo hi | wc -c\nshell: true\n",
+		"---\nname: a2\ncommand: [\"true\"]\n",
+		"# my job\nname: a3\ncommand: [\"true\"]\n",
+		"\nname: a4\ncommand: [\"true\"]\n",
+		"name: a5\nshell: true\ncommand: |\n  echo hi\n",
+		"name: a6\ncommand:\n  - |\n    x\n",
+	} {
+		var buf []byte
+		for _, line := range strings.SplitAfter(spec, "\n") {
+			if line == "" {
+				continue
+			}
+			buf = append(buf, line...)
+			if err := s.CheckPartial(buf); err != nil {
+				t.Errorf("spec %d: the write of %q was refused: %v", i, line, err)
+				break
+			}
+		}
+		sp, err := ParseSpec([]byte(spec))
+		if err == nil {
+			err = s.val.Validate(sp)
+		}
+		if err != nil {
+			t.Errorf("spec %d whole: %v", i, err)
+		}
+	}
+	// What no later line can mend is refused at once.
+	for _, bad := range []string{"this is not a spec\n", "name: x\ngpu: 1\n", "name: a b\n"} {
+		if err := s.CheckPartial([]byte(bad)); !errors.Is(err, ErrInvalidSpec) {
+			t.Errorf("%q: %v, want ErrInvalidSpec", bad, err)
+		}
+	}
+}

@@ -47,6 +47,10 @@ func newScheduler(ctx context.Context, cfg *Config, log *slog.Logger) (*schedule
 		Forbidden:  forbidden,
 		MountPoint: cfg.MountPoint,
 		Owner:      uint32(os.Getuid()),
+		// Jobs start once the mount is up (serve calls Start): a job
+		// started before would inherit the FUSE connection go-fuse opens
+		// without close-on-exec (fs.Mount sets it).
+		Held: true,
 	})
 	if err != nil {
 		return nil, err

@@ -222,6 +222,7 @@ func serve(cfg *Config, n *notifier) error {
 	if err != nil {
 		return fmt.Errorf("mount %s: %w", cfg.MountPoint, err)
 	}
+	sched.Start()
 	log.Info("mounted", "mountpoint", cfg.MountPoint, "datasets", len(w.datasets), "pid", os.Getpid())
 	if err := writePidFile(cfg); err != nil {
 		log.Warn("pid file", "err", err)

@@ -105,7 +105,12 @@ func cmdUmount(args []string) error {
 		// reading batch files), unmounting means stopping them, as an
 		// unmount does anyway: the daemon, told to shut down, stops its
 		// jobs when the mount is busy and then unmounts.
-		holders := mountHolders(abs)
+		holders, hidden := mountHolders(abs)
+		if hidden {
+			// Processes this user cannot inspect may be the ones inside:
+			// stopping the jobs could leave the mount busy all the same.
+			return fmt.Errorf("%w (processes this user may not inspect may hold it)", err)
+		}
 		var others []string
 		for _, h := range holders {
 			if !descendantOf(h, pid) {
@@ -175,16 +180,16 @@ func unmount(p string, stale bool) error {
 	return nil
 }
 
-// mountHolders lists the processes (that this user may inspect) whose
-// working or root directory, executable, open files or mapped files are
-// inside the mount at p.
-func mountHolders(p string) []int {
+// mountHolders lists the processes whose working or root directory,
+// executable, open files or mapped files are inside the mount at p;
+// hidden: some process's descriptors could not be inspected (another
+// user's, for a user who is not root).
+func mountHolders(p string) (pids []int, hidden bool) {
 	inside := func(path string) bool { return path == p || strings.HasPrefix(path, p+"/") }
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
-		return nil
+		return nil, true
 	}
-	var pids []int
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil || pid == os.Getpid() {
@@ -197,7 +202,11 @@ func mountHolders(p string) []int {
 				held = true
 			}
 		}
-		if fds, err := os.ReadDir(dir + "/fd"); err == nil && !held {
+		fds, err := os.ReadDir(dir + "/fd")
+		if errors.Is(err, os.ErrPermission) {
+			hidden = true
+		}
+		if err == nil && !held {
 			for _, fd := range fds {
 				if t, err := os.Readlink(dir + "/fd/" + fd.Name()); err == nil && inside(t) {
 					held = true
@@ -217,7 +226,7 @@ func mountHolders(p string) []int {
 			pids = append(pids, pid)
 		}
 	}
-	return pids
+	return pids, hidden
 }
 
 // descendantOf reports whether pid is a descendant of ancestor.
