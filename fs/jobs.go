@@ -367,12 +367,8 @@ func (g *ctlGen) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.Attr
 // kernel may answer the stat that follows from them, and a size of 0
 // there made a reader of the file see it empty.
 func (g *ctlGen) lookupAttr(ctx context.Context, a *fuse.Attr) {
-	a.Mode = syscall.S_IFREG | 0o444
-	a.Nlink = 1
+	g.attr(ctx, nil, a)
 	a.Uid = g.sh.owner
-	if b, err := g.content(ctx); err == nil {
-		a.Size = uint64(len(b))
-	}
 }
 
 // jobFileNames are the entries of jobs/<name>/.

@@ -244,16 +244,22 @@ func (d *fixedDir) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.At
 	return 0
 }
 
+// attr fills a's mode, link count and size: that of the content the
+// handle fh took, or (no handle) of the content now.
+func (g *genFile) attr(ctx context.Context, fh gofs.FileHandle, a *fuse.Attr) {
+	a.Mode = syscall.S_IFREG | 0o444
+	a.Nlink = 1
+	if s, ok := fh.(*snapshot); ok {
+		a.Size = uint64(len(s.data))
+	} else if b, err := g.content(ctx); err == nil {
+		a.Size = uint64(len(b))
+	}
+}
+
 // Getattr implements fs.NodeGetattrer: the size of the content right now.
 func (g *genFile) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) (errno syscall.Errno) {
 	defer g.sh.guard("getattr", g.Path(nil), &errno)
-	out.Mode = syscall.S_IFREG | 0o444
-	out.Nlink = 1
-	if s, ok := fh.(*snapshot); ok {
-		out.Size = uint64(len(s.data))
-	} else if b, err := g.content(ctx); err == nil {
-		out.Size = uint64(len(b))
-	}
+	g.attr(ctx, fh, &out.Attr)
 	// 0 would mean "the mount's default" (an hour) to go-fuse: ask the
 	// kernel to come back for every stat instead.
 	out.SetTimeout(time.Nanosecond)

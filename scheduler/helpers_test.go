@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/zenithfs/zenithfs/internal/proc"
 )
 
 // testConfig is a Config for tests: n declared GPUs, a fast heartbeat and a
@@ -114,8 +116,8 @@ func waitFile(t *testing.T, path string, timeout time.Duration) string {
 
 // processGone reports whether pid has exited (gone or a zombie).
 func processGone(pid int) bool {
-	st, _, ok := procStat(pid)
-	return !ok || st == 'Z'
+	st, ok := proc.ReadStat(pid)
+	return !ok || st.State == 'Z'
 }
 
 func waitGone(t *testing.T, pid int, timeout time.Duration) {

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/zenithfs/zenithfs/internal/proc"
 )
 
 // wrapperScript runs the job's argv as a child of a small /bin/sh that is the
@@ -207,12 +209,10 @@ func (r *LocalRunner) Start(ctx context.Context, req RunRequest) (RunRef, error)
 		return "", fmt.Errorf("start %s: %w", req.Name, err)
 	}
 	pid := cmd.Process.Pid
-	_, start, ok := procStat(pid)
-	if !ok {
-		// It exited already and was not reaped yet: impossible, since only
-		// Wait reaps; but stay safe and use a start time that never matches.
-		start = 0
-	}
+	// Not found would mean it exited and was reaped already: impossible,
+	// since only Wait reaps; the zero start time then never matches.
+	st, _ := proc.ReadStat(pid)
+	start := st.Start
 	lp := &localProc{ref: localRef{pid: pid, start: start, exitPath: exitPath}, started: time.Now(), done: make(chan struct{})}
 	ref := lp.ref.encode()
 	r.mu.Lock()
@@ -292,8 +292,8 @@ func (r *LocalRunner) FindStarted(ctx context.Context, req RunRequest) (RunRef, 
 			continue
 		}
 		ref := localRef{pid: pid, exitPath: exitPath}
-		if _, start, ok := procStat(pid); ok {
-			ref.start = start
+		if st, ok := proc.ReadStat(pid); ok {
+			ref.start = st.Start
 			if ref.alive() {
 				return ref.encode(), nil
 			}
@@ -398,7 +398,7 @@ func (r *LocalRunner) Cancel(ctx context.Context, ref RunRef, grace time.Duratio
 	// else's: our group is gone (Linux never reuses a pid that is still in
 	// use as a process-group id). Otherwise signal the group, which may
 	// outlive its leader.
-	if _, start, ok := procStat(lr.pid); ok && start != lr.start {
+	if st, ok := proc.ReadStat(lr.pid); ok && st.Start != lr.start {
 		return nil
 	}
 	if err := syscall.Kill(-lr.pid, syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
@@ -406,7 +406,7 @@ func (r *LocalRunner) Cancel(ctx context.Context, ref RunRef, grace time.Duratio
 	}
 	go func() {
 		time.Sleep(grace)
-		if _, start, ok := procStat(lr.pid); ok && start != lr.start {
+		if st, ok := proc.ReadStat(lr.pid); ok && st.Start != lr.start {
 			return // pid reused by an unrelated process
 		}
 		if err := syscall.Kill(-lr.pid, syscall.SIGKILL); err == nil {

@@ -1,11 +1,12 @@
 package scheduler
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"strconv"
 	"strings"
+
+	"github.com/zenithfs/zenithfs/internal/proc"
 )
 
 // localRef is the decoded form of a local RunRef:
@@ -43,39 +44,14 @@ func parseLocalRef(ref RunRef) (localRef, error) {
 	return localRef{pid: pid, start: start, exitPath: f[3]}, nil
 }
 
-// procStat reads the state letter and start time of a process from
-// /proc/<pid>/stat. ok is false when the process does not exist.
-func procStat(pid int) (state byte, start uint64, ok bool) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, 0, false
-	}
-	// The command name (field 2) is in parentheses and may hold spaces or
-	// parentheses itself; fields are counted after the last ')'.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, 0, false
-	}
-	f := strings.Fields(string(b[i+1:]))
-	// f[0] is field 3 (state); field 22 (starttime) is f[19].
-	if len(f) < 20 {
-		return 0, 0, false
-	}
-	start, err = strconv.ParseUint(f[19], 10, 64)
-	if err != nil {
-		return 0, 0, false
-	}
-	return f[0][0], start, true
-}
-
 // alive reports whether the process of r still runs: same pid, same start
 // time, and not a zombie.
 func (r localRef) alive() bool {
 	if r.pid == 0 {
 		return false
 	}
-	st, start, ok := procStat(r.pid)
-	return ok && start == r.start && st != 'Z' && st != 'X'
+	st, ok := proc.ReadStat(r.pid)
+	return ok && st.Start == r.start && st.Alive()
 }
 
 // readExitFile reads the exit status the wrapper shell records.

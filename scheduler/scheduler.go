@@ -308,12 +308,9 @@ func (s *Scheduler) MayChange(uid uint32) error {
 // (with the reason) or ErrExists; a rejected spec queues nothing and its
 // reason is kept for Errors. The job is in the store when Submit returns.
 func (s *Scheduler) Submit(data []byte) (JobInfo, error) {
-	sp, err := ParseSpec(data)
+	sp, err := s.parse(data, false)
 	if err != nil {
-		return JobInfo{}, s.reject(fmt.Errorf("submit: %w", err))
-	}
-	if err := s.val.Validate(sp); err != nil {
-		return JobInfo{}, s.reject(fmt.Errorf("submit %s: %w", sp.Name, err))
+		return JobInfo{}, err
 	}
 	limit, _ := ParseTimeLimit(sp.TimeLimit)
 	s.mu.Lock()
@@ -321,9 +318,7 @@ func (s *Scheduler) Submit(data []byte) (JobInfo, error) {
 	if s.closed {
 		return JobInfo{}, ErrClosed
 	}
-	if _, ok := s.jobs[sp.Name]; ok {
-		err := fmt.Errorf("submit %s: %w", sp.Name, ErrExists)
-		s.noteLocked(err.Error())
+	if err := s.takenLocked(sp.Name); err != nil {
 		return JobInfo{}, err
 	}
 	r := &record{
@@ -355,23 +350,40 @@ func (s *Scheduler) Submit(data []byte) (JobInfo, error) {
 // that is not well-formed yet, which more lines may mend. A refusal is
 // noted as Submit's is.
 func (s *Scheduler) CheckPartial(data []byte) error {
-	if yamlNothingYet(data) {
-		return nil
-	}
-	sp, err := ParseSpec(data)
-	if errors.Is(err, errYAMLSyntax) {
-		return nil
-	}
-	if err != nil {
-		return s.reject(fmt.Errorf("submit: %w", err))
-	}
-	if err := s.val.validate(sp, true); err != nil {
-		return s.reject(fmt.Errorf("submit %s: %w", sp.Name, err))
+	sp, err := s.parse(data, true)
+	if err != nil || sp.Name == "" {
+		return err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.jobs[sp.Name]; ok && sp.Name != "" {
-		err := fmt.Errorf("submit %s: %w", sp.Name, ErrExists)
+	return s.takenLocked(sp.Name)
+}
+
+// parse decodes and validates a spec, noting a refusal. partial: the spec
+// may still grow (CheckPartial), so no content yet, YAML not well-formed
+// yet, and a missing name or command are no refusal (sp is then what was
+// given, possibly nothing).
+func (s *Scheduler) parse(data []byte, partial bool) (Spec, error) {
+	if partial && yamlNothingYet(data) {
+		return Spec{}, nil
+	}
+	sp, err := ParseSpec(data)
+	if partial && errors.Is(err, errYAMLSyntax) {
+		return Spec{}, nil
+	}
+	if err != nil {
+		return Spec{}, s.reject(fmt.Errorf("submit: %w", err))
+	}
+	if err := s.val.validate(sp, partial); err != nil {
+		return Spec{}, s.reject(fmt.Errorf("submit %s: %w", sp.Name, err))
+	}
+	return sp, nil
+}
+
+// takenLocked refuses a name a job already has, noting it; mu held.
+func (s *Scheduler) takenLocked(name string) error {
+	if _, ok := s.jobs[name]; ok {
+		err := fmt.Errorf("submit %s: %w", name, ErrExists)
 		s.noteLocked(err.Error())
 		return err
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -14,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/zenithfs/zenithfs/internal/proc"
 )
 
 // pidFile is where the daemon serving mnt records its pid, in a runtime
@@ -232,30 +233,15 @@ func mountHolders(p string) (pids []int, hidden bool) {
 // descendantOf reports whether pid is a descendant of ancestor.
 func descendantOf(pid, ancestor int) bool {
 	for i := 0; i < 64 && pid > 1; i++ {
-		pid = parentOf(pid)
-		if pid == ancestor {
+		st, ok := proc.ReadStat(pid)
+		if !ok {
+			return false
+		}
+		if pid = st.PPID; pid == ancestor {
 			return true
 		}
 	}
 	return false
-}
-
-// parentOf is pid's parent, from /proc/PID/stat, or 0.
-func parentOf(pid int) int {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 2 {
-		return 0
-	}
-	ppid, _ := strconv.Atoi(f[1])
-	return ppid
 }
 
 // procName is pid's command name, from /proc/PID/comm.
@@ -292,14 +278,6 @@ func waitGone(pid int, timeout time.Duration) bool {
 
 // alive reports whether pid is a running (not zombie) process.
 func alive(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 || i+2 >= len(b) {
-		return false
-	}
-	state := b[i+2]
-	return state != 'Z' && state != 'X'
+	st, ok := proc.ReadStat(pid)
+	return ok && st.Alive()
 }
