@@ -25,6 +25,11 @@ type object struct {
 	spans     *spanCache
 	spanObj   string
 	spanFetch bool
+	// next, when set (with spanFetch), returns the object after this one
+	// in dataset order and where its first segment begins, when that
+	// segment is read through spans too (nil otherwise): spans fetched
+	// ahead go on into it.
+	next func() (*object, int64)
 	// dataEnd, when positive, is where the object's segments end (a
 	// Parquet file's footer follows): spans stop there.
 	dataEnd int64

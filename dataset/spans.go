@@ -29,11 +29,18 @@ import (
 // a prefetch worker that got there before it) joins them. A read through
 // spans also fetches the spans after its last one while the cache has
 // room, so the network stays ahead of the decoders. The cache holds a few
-// spans (a quarter of the segment cache's budget); a span goes when no
+// spans (half of the segment cache's budget); a span goes when no
 // read-ahead holds it and its reader is past it (or reads another object),
 // least recently used first; one that readers ahead still need never goes,
 // so the spans in memory are at most the cache's plus those the segments
 // being read ahead hold.
+//
+// The spans fetched ahead of a reader go on into the next file: a reader
+// reaching the end of one file's spans also fetches the first spans of the
+// next, so the network does not wait for the decoders to get there (the
+// segments read ahead, Options.ReadAhead of them, are less than a span's
+// round trip ahead of the reader on a high-latency link: bench/peers'
+// table stalled ~70 ms at each file's start).
 //
 // Only reads in dataset order go through spans: a shuffled view's reads
 // ahead, and a reader's own read of a segment whose span is neither cached
@@ -55,6 +62,10 @@ type spanCache struct {
 	// last is the object the latest read or read-ahead in order was of:
 	// spans of other objects that nobody holds are behind their readers.
 	last string
+	// next is the object after nextOf in dataset order, whose first spans
+	// a reader reaching nextOf's end fetched: while the latest read is
+	// still of nextOf, they are ahead of it, not behind (ahead).
+	next, nextOf string
 
 	fetches, hits atomic.Int64
 }
@@ -165,6 +176,11 @@ func (c *spanCache) read(o *object, obj string, ranges []source.Range, fetch boo
 	var need []int64
 	var total int64
 	lim := o.spanLimit()
+	var nx *object   // the next object in dataset order, when spans go on into it
+	var nxFrom int64 // where its segments begin
+	if fetch && o.next != nil {
+		nx, nxFrom = o.next()
+	}
 	from := int64(-1) // the first byte asked for
 	for _, r := range ranges {
 		if r.Off < 0 || r.Off+int64(len(r.Buf)) > lim {
@@ -187,7 +203,7 @@ func (c *spanCache) read(o *object, obj string, ranges []source.Range, fetch boo
 		return false, nil
 	}
 	spans := make(map[int64]*span, len(need))
-	var mine, ahead []*span
+	var mine, ahead, aheadNext []*span
 	c.mu.Lock()
 	for _, i := range need {
 		if spans[i] != nil {
@@ -231,8 +247,10 @@ func (c *spanCache) read(o *object, obj string, ranges []source.Range, fetch boo
 		c.pos[obj] = need[0]
 		c.last = obj
 		c.trim()
-		// Sequential read-ahead of spans, while there is room for them.
-		for i := need[len(need)-1] + 1; i*c.size < lim; i++ {
+		// Sequential read-ahead of spans, while there is room for them,
+		// then into the next object.
+		i := need[len(need)-1] + 1
+		for ; i*c.size < lim; i++ {
 			k := spanKey{obj, i}
 			if _, ok := c.items[k]; ok {
 				continue
@@ -244,9 +262,28 @@ func (c *spanCache) read(o *object, obj string, ranges []source.Range, fetch boo
 			c.items[k] = sp
 			ahead = append(ahead, sp)
 		}
+		if i*c.size >= lim && nx != nil && nx.spanObj != obj {
+			c.next, c.nextOf = nx.spanObj, obj
+			nlim := nx.spanLimit()
+			for j := int64(0); j*c.size < nlim; j++ {
+				k := spanKey{nx.spanObj, j}
+				if _, ok := c.items[k]; ok {
+					continue
+				}
+				if !c.makeRoom(obj, need[0]) {
+					break
+				}
+				sp := c.newSpan(nx.spanObj, j, nxFrom, nlim)
+				c.items[k] = sp
+				aheadNext = append(aheadNext, sp)
+			}
+		}
 	}
 	c.mu.Unlock()
 	c.background(o, ahead)
+	if len(aheadNext) > 0 {
+		c.background(nx, aheadNext)
+	}
 	if len(mine) > 0 {
 		c.fetch(o, mine)
 	}
@@ -314,8 +351,19 @@ func (c *spanCache) fetch(o *object, spans []*span) {
 // is past: obj's before from, and other objects' (in dataset order, the
 // files before obj's). A span fetched ahead and not yet read never goes.
 func (c *spanCache) makeRoom(obj string, from int64) bool {
-	c.evict(func(sp *span) bool { return sp.key.obj != obj || sp.key.i < from }, 1)
+	c.evict(func(sp *span) bool {
+		if sp.key.obj == obj {
+			return sp.key.i < from
+		}
+		return !c.ahead(sp)
+	}, 1)
 	return len(c.items) < c.max
+}
+
+// ahead reports whether sp is of the object after the one being read,
+// fetched ahead of its reader (read): not behind anyone yet.
+func (c *spanCache) ahead(sp *span) bool {
+	return c.next != "" && sp.key.obj == c.next && c.last == c.nextOf
 }
 
 // trim evicts, while the cache holds more than max spans, those no
@@ -324,7 +372,7 @@ func (c *spanCache) makeRoom(obj string, from int64) bool {
 // span is never behind its own position).
 func (c *spanCache) trim() {
 	c.evict(func(sp *span) bool { return sp.key.i < c.pos[sp.key.obj] }, 0)
-	c.evict(func(sp *span) bool { return sp.key.obj != c.last }, 0)
+	c.evict(func(sp *span) bool { return sp.key.obj != c.last && !c.ahead(sp) }, 0)
 }
 
 // evict removes fetched spans that no read-ahead holds and that behind

@@ -262,3 +262,103 @@ func TestFailedSpanUnderAReaderIsReadExactly(t *testing.T) {
 		}
 	}
 }
+
+// A reader at the end of one object's spans fetches the first spans of
+// the next object too, which then serve its reads there; they are not
+// evicted as behind the reader while it is still in the first object, and
+// are once it reads elsewhere.
+func TestSpansGoOnIntoTheNextObject(t *testing.T) {
+	dir, _ := spanFiles(t)
+	st := &rangeLog{Local: source.NewLocal(dir)}
+	size := func(key string) int64 {
+		info, err := st.Stat(context.Background(), key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.Size
+	}
+	c := newSpanCache(256<<10, 2<<20) // 8 spans
+	oa := &object{ctx: context.Background(), store: st, key: "a.parquet", size: size("a.parquet"), spans: c, spanObj: "a"}
+	ob := &object{ctx: context.Background(), store: st, key: "b.parquet", size: size("b.parquet"), spans: c, spanObj: "b"}
+	oa.next = func() (*object, int64) { return ob, 4 }
+
+	if ok, err := c.read(oa, "a", []source.Range{{Off: oa.size - 1000, Buf: make([]byte, 1000)}}, true); !ok || err != nil {
+		t.Fatalf("read of a's last bytes: %v, %v", ok, err)
+	}
+	c.mu.Lock()
+	var ahead []*span
+	for k, sp := range c.items {
+		if k.obj == "b" {
+			ahead = append(ahead, sp)
+		}
+	}
+	c.mu.Unlock()
+	if len(ahead) == 0 {
+		t.Fatal("no span of the next object was fetched")
+	}
+	for _, sp := range ahead {
+		<-sp.done
+		if sp.err != nil {
+			t.Fatal(sp.err)
+		}
+	}
+	if len(ahead) > c.max-1 {
+		t.Fatalf("%d spans of the next object fetched ahead, beside a's one; the cache holds %d", len(ahead), c.max)
+	}
+
+	// Still reading a: making room evicts a's spans behind its reader, not
+	// b's ahead of it, even when they alone are over the cache's size.
+	c.mu.Lock()
+	max := c.max
+	c.max = 1
+	c.makeRoom("a", 1<<40)
+	c.trim()
+	c.max = max
+	left := 0
+	for k := range c.items {
+		if k.obj == "b" {
+			left++
+		}
+	}
+	c.mu.Unlock()
+	if left != len(ahead) {
+		t.Fatalf("%d of the %d spans fetched ahead are left", left, len(ahead))
+	}
+
+	// b's first bytes come from its spans, in the right place.
+	calls, _ := st.counts()
+	got := make([]byte, 30000)
+	if ok, err := c.read(ob, "b", []source.Range{{Off: 4, Buf: got}}, false); !ok || err != nil {
+		t.Fatalf("read of b's first bytes from spans: %v, %v", ok, err)
+	}
+	if n, _ := st.counts(); n != calls {
+		t.Fatalf("b's first bytes took %d reads of the store", n-calls)
+	}
+	want := make([]byte, len(got))
+	if _, err := st.ReadAt(context.Background(), "b.parquet", want, 4); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatal("b's first bytes differ")
+	}
+
+	// A reader elsewhere: b's spans nobody read further are behind.
+	ox := &object{ctx: context.Background(), store: st, key: "a.parquet", size: oa.size, spans: c, spanObj: "x"}
+	if ok, err := c.read(ox, "x", []source.Range{{Off: 4, Buf: make([]byte, 1000)}}, true); !ok || err != nil {
+		t.Fatalf("read elsewhere: %v, %v", ok, err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.max = len(c.items) // full: room for x's next span must come from b's
+	if !c.makeRoom("x", 0) {
+		t.Fatal("no room made in a cache of spans nobody holds")
+	}
+	for k := range c.items {
+		if k.obj == "b" && c.ahead(c.items[k]) {
+			t.Errorf("span %d of b still counts as ahead of a reader of another object", k.i)
+		}
+	}
+	if _, ok := c.items[spanKey{"x", 0}]; !ok {
+		t.Error("the reader's own span was evicted")
+	}
+}
