@@ -460,6 +460,7 @@ func (s *Snapshot) Key(k int) string { return fmt.Sprintf("%s/%d", s.ID, k) }
 // batch k to be read in dataset order: it starts decoding the source
 // segment after the batch's last one in the background (readAhead).
 func (s *Snapshot) Build(ctx context.Context, k int) ([]byte, error) {
+	defer s.spanAhead(k)()
 	b, err := s.build(ctx, k)
 	if err == nil {
 		s.readAhead(k)
@@ -489,6 +490,7 @@ func (s *Snapshot) KnownSize(k int) (int64, bool) {
 // BuildInto encodes batch k into dst, which must hold exactly its Size,
 // and reads ahead like Build.
 func (s *Snapshot) BuildInto(ctx context.Context, k int, dst []byte) error {
+	defer s.spanAhead(k)()
 	err := s.buildInto(ctx, k, dst)
 	if err == nil {
 		s.readAhead(k)
@@ -602,17 +604,58 @@ func (s *Snapshot) readAhead(k int) {
 	if !ok {
 		return
 	}
+	s.segmentsAfter(f, si, func(f *SourceFile, si int) bool { return s.startAhead(f, si, cur, true) })
+}
+
+// segmentsAfter calls next with the Options.ReadAhead segments after
+// segment si of f, in dataset order (on into the next files), while it
+// returns true.
+func (s *Snapshot) segmentsAfter(f *SourceFile, si int, next func(f *SourceFile, si int) bool) {
 	for range s.ds.opts.ReadAhead {
 		si++
 		for si >= len(f.segStart) { // the next file with rows
-			next := s.filesFor(f.FirstRow+f.Index.Rows, f.FirstRow+f.Index.Rows+1)
-			if len(next) == 0 || next[0] == f {
+			files := s.filesFor(f.FirstRow+f.Index.Rows, f.FirstRow+f.Index.Rows+1)
+			if len(files) == 0 || files[0] == f {
 				return
 			}
-			f, si = next[0], 0
+			f, si = files[0], 0
 		}
-		if !s.startAhead(f, si, cur, true) {
+		if !next(f, si) {
 			return
+		}
+	}
+}
+
+// spanAhead is, for batch k about to be built from a segment not decoded
+// yet (a reader starting, or going on after a jump), readAhead's span
+// fetches without its decoding: the segments after k's have their spans
+// (spans.go) fetched while k's own segment is read and decoded rather than
+// after (readAhead needs k's segment decoded, to size the segments it
+// decodes ahead). The returned func lets go of them; readAhead holds them
+// by then.
+func (s *Snapshot) spanAhead(k int) (release func()) {
+	release = func() {}
+	if s.ds.spans == nil {
+		return release
+	}
+	f, si, cur, ok := s.lastSegment(k)
+	if !ok {
+		return release
+	}
+	if _, ok := s.ds.segs.cached(cur); ok {
+		return release
+	}
+	var held []func()
+	s.segmentsAfter(f, si, func(f *SourceFile, si int) bool {
+		obj := s.object(context.Background(), f, false)
+		if off, n, ok := s.spanned(obj, f, si); ok {
+			held = append(held, s.ds.spans.prefetch(obj, obj.spanObj, off, n))
+		}
+		return true
+	})
+	return func() {
+		for _, r := range held {
+			r()
 		}
 	}
 }

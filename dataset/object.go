@@ -107,6 +107,15 @@ func (o *object) ReadAt(p []byte, off int64) (int, error) {
 	return n, o.note(err)
 }
 
+// ViewRanges implements format.RangeViewer: reads in dataset order of
+// ranges in spans (spans.go) return views of the spans' bytes.
+func (o *object) ViewRanges(offs, lens []int64) ([][]byte, bool, error) {
+	if o.spans == nil {
+		return nil, false, nil
+	}
+	return o.spans.view(o, o.spanObj, offs, lens, o.spanFetch, nil)
+}
+
 // ReadRanges reads every range in one call to the store (one io_uring batch
 // locally, parallel ranged GETs on S3). A short read is a truncated file.
 func (o *object) ReadRanges(offs []int64, bufs [][]byte) error {

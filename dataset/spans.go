@@ -165,14 +165,37 @@ func (c *spanCache) background(o *object, spans []*span) {
 	}
 }
 
-// read fills ranges of object o (identified by obj) from spans. With
-// fetch (a read in order), spans not yet cached are fetched (together, in
-// one call to the store, which the read waits for), and so are the spans
-// after them while there is room (in the background); without it, read
-// succeeds only when every span the ranges need is cached or in flight
-// (and is fetched). Otherwise, and for ranges of more than small bytes in
-// all or outside the object, it reports false, reading nothing.
+// read fills ranges of object o (identified by obj) from spans (view,
+// copying into the ranges' buffers), reporting false, reading nothing,
+// where view would.
 func (c *spanCache) read(o *object, obj string, ranges []source.Range, fetch bool) (bool, error) {
+	offs := make([]int64, len(ranges))
+	lens := make([]int64, len(ranges))
+	dst := make([][]byte, len(ranges))
+	for i, r := range ranges {
+		offs[i], lens[i], dst[i] = r.Off, int64(len(r.Buf)), r.Buf
+	}
+	_, ok, err := c.view(o, obj, offs, lens, fetch, dst)
+	if ok && err == nil {
+		for i := range ranges {
+			ranges[i].N = len(ranges[i].Buf)
+		}
+	}
+	return ok, err
+}
+
+// view returns the bytes [offs[i], offs[i]+lens[i]) of object o
+// (identified by obj) from spans: views of a span's data (shared,
+// read-only) where a range lies in one span, copies where it spans two;
+// with dst, it copies every range into dst[i] instead (and returns dst).
+// With fetch (a read in order), spans not yet cached are fetched
+// (together, in one call to the store, which the read waits for), and so
+// are the spans after them while there is room (in the background);
+// without it, view succeeds only when every span the ranges need is cached
+// or in flight (and is fetched). Otherwise, and for ranges of more than
+// small bytes in all or outside the object, it reports false, reading
+// nothing.
+func (c *spanCache) view(o *object, obj string, offs, lens []int64, fetch bool, dst [][]byte) ([][]byte, bool, error) {
 	var need []int64
 	var total int64
 	lim := o.spanLimit()
@@ -182,25 +205,26 @@ func (c *spanCache) read(o *object, obj string, ranges []source.Range, fetch boo
 		nx, nxFrom = o.next()
 	}
 	from := int64(-1) // the first byte asked for
-	for _, r := range ranges {
-		if r.Off < 0 || r.Off+int64(len(r.Buf)) > lim {
-			return false, nil
+	for i, off := range offs {
+		n := lens[i]
+		if off < 0 || n < 0 || off+n > lim {
+			return nil, false, nil
 		}
-		if len(r.Buf) > 0 && (from < 0 || r.Off < from) {
-			from = r.Off
+		if n > 0 && (from < 0 || off < from) {
+			from = off
 		}
-		total += int64(len(r.Buf))
-		if len(r.Buf) == 0 {
+		total += n
+		if n == 0 {
 			continue
 		}
-		for i := r.Off / c.size; i <= (r.Off+int64(len(r.Buf))-1)/c.size; i++ {
+		for i := off / c.size; i <= (off+n-1)/c.size; i++ {
 			if len(need) == 0 || need[len(need)-1] != i {
 				need = append(need, i)
 			}
 		}
 	}
 	if total > c.small() || len(need) == 0 {
-		return false, nil
+		return nil, false, nil
 	}
 	spans := make(map[int64]*span, len(need))
 	var mine, ahead, aheadNext []*span
@@ -213,7 +237,7 @@ func (c *spanCache) read(o *object, obj string, ranges []source.Range, fetch boo
 		sp, ok := c.items[k]
 		if !ok && !fetch {
 			c.mu.Unlock()
-			return false, nil
+			return nil, false, nil
 		}
 		if !ok {
 			sp = c.newSpan(obj, i, from, lim)
@@ -224,10 +248,10 @@ func (c *spanCache) read(o *object, obj string, ranges []source.Range, fetch boo
 		}
 		spans[i] = sp
 	}
-	for _, r := range ranges {
+	for i, off := range offs {
 		// A span began after bytes a reader had read exactly: one asked
 		// again (out of order) is read exactly again.
-		for off, end := r.Off, r.Off+int64(len(r.Buf)); off < end; {
+		for end := off + lens[i]; off < end; {
 			sp := spans[off/c.size]
 			n := min(end, (off/c.size+1)*c.size) - off
 			if !sp.covers(off, n) {
@@ -235,7 +259,7 @@ func (c *spanCache) read(o *object, obj string, ranges []source.Range, fetch boo
 					delete(c.items, m.key)
 				}
 				c.mu.Unlock()
-				return false, nil
+				return nil, false, nil
 			}
 			off += n
 		}
@@ -291,24 +315,34 @@ func (c *spanCache) read(o *object, obj string, ranges []source.Range, fetch boo
 		select {
 		case <-sp.done:
 		case <-o.ctx.Done():
-			return true, o.ctx.Err()
+			return nil, true, o.ctx.Err()
 		}
 		if sp.err != nil {
 			// A span is an optimisation: the segment's own exact read
 			// tries on its own (a reader may be waiting on this one).
-			return false, nil
+			return nil, false, nil
 		}
 	}
 	c.hits.Add(int64(len(spans) - len(mine)))
-	for i := range ranges {
-		r := &ranges[i]
-		for r.N < len(r.Buf) {
-			off := r.Off + int64(r.N)
-			sp := spans[off/c.size]
-			r.N += copy(r.Buf[r.N:], sp.data[off-sp.start:])
+	out := dst
+	if out == nil {
+		out = make([][]byte, len(offs))
+	}
+	for i, off := range offs {
+		n := lens[i]
+		if sp := spans[off/c.size]; dst == nil && sp != nil && off+n <= sp.end {
+			out[i] = sp.data[off-sp.start : off-sp.start+n : off-sp.start+n]
+			continue
+		}
+		if out[i] == nil {
+			out[i] = make([]byte, n)
+		}
+		for got := int64(0); got < n; {
+			sp := spans[(off+got)/c.size]
+			got += int64(copy(out[i][got:], sp.data[off+got-sp.start:]))
 		}
 	}
-	return true, nil
+	return out, true, nil
 }
 
 // fetch reads spans (marked as being fetched by the caller) in one call to

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/zenithfs/zenithfs/internal/sampledata"
 	"github.com/zenithfs/zenithfs/source"
@@ -360,5 +362,96 @@ func TestSpansGoOnIntoTheNextObject(t *testing.T) {
 	}
 	if _, ok := c.items[spanKey{"x", 0}]; !ok {
 		t.Error("the reader's own span was evicted")
+	}
+}
+
+// A range in one span is served as a view of the span's bytes (no copy),
+// capped so that appending to it cannot write into the span; a range
+// across two spans is copied. Both hold the object's bytes.
+func TestSpanViews(t *testing.T) {
+	dir, _ := spanFiles(t)
+	st := &rangeLog{Local: source.NewLocal(dir)}
+	info, err := st.Stat(context.Background(), "a.parquet")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Size < 300<<10 {
+		t.Fatalf("a.parquet is %d bytes: the test needs more than a span", info.Size)
+	}
+	c := newSpanCache(256<<10, 2<<20)
+	o := &object{ctx: context.Background(), store: st, key: "a.parquet", size: info.Size, spans: c, spanObj: "a"}
+	offs := []int64{1000, 256<<10 - 500}
+	lens := []int64{5000, 1000}
+	views, ok, err := c.view(o, "a", offs, lens, true, nil)
+	if !ok || err != nil {
+		t.Fatalf("view: %v, %v", ok, err)
+	}
+	for i, v := range views {
+		want := make([]byte, lens[i])
+		if _, err := st.ReadAt(context.Background(), "a.parquet", want, offs[i]); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(v, want) {
+			t.Fatalf("range %d differs from the object's bytes", i)
+		}
+	}
+	c.mu.Lock()
+	sp := c.items[spanKey{"a", 0}]
+	c.mu.Unlock()
+	if &views[0][0] != &sp.data[offs[0]-sp.start] {
+		t.Fatal("a range within one span was copied")
+	}
+	if cap(views[0]) != len(views[0]) {
+		t.Fatalf("a view's capacity is %d for %d bytes: appending would write into the span", cap(views[0]), len(views[0]))
+	}
+	if &views[1][0] == &sp.data[offs[1]-sp.start] {
+		t.Fatal("a range across two spans points into the first")
+	}
+}
+
+// gatedLog is a local store whose exact reads of a row group (12 column
+// chunks) wait, up to a second, for a read of spans (fewer ranges) to
+// have begun: whether the spans ahead are fetched while a reader's first
+// segment is read, or only after.
+type gatedLog struct {
+	*source.Local
+	once      sync.Once
+	spans     chan struct{} // closed at the first read of spans
+	spanFirst atomic.Bool   // an exact read saw spans being read
+}
+
+func (g *gatedLog) ReadRanges(ctx context.Context, key string, ranges []source.Range) error {
+	if len(ranges) < 4 {
+		g.once.Do(func() { close(g.spans) })
+	} else {
+		select {
+		case <-g.spans:
+			g.spanFirst.Store(true)
+		case <-time.After(time.Second):
+		}
+	}
+	return g.Local.ReadRanges(ctx, key, ranges)
+}
+
+// A reader's first batch, whose segment is not decoded yet, has the spans
+// of the segments after it fetched while that segment is read, not after.
+func TestFirstBatchStartsTheSpansAhead(t *testing.T) {
+	dir, state := spanFiles(t)
+	st := &gatedLog{Local: source.NewLocal(dir), spans: make(chan struct{})}
+	d := New("s", Location{Store: st, Prefix: true, StoreID: "file:" + dir}, Options{
+		BatchSize: 500, StateDir: state, ReadAhead: 4, CoalesceBytes: 1 << 20,
+	})
+	if err := d.Load(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	s, err := d.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Build(context.Background(), 0); err != nil {
+		t.Fatal(err)
+	}
+	if !st.spanFirst.Load() {
+		t.Fatal("the first segment's exact read went alone: no span ahead was being fetched")
 	}
 }

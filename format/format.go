@@ -57,6 +57,30 @@ type Object interface {
 	ReadRanges(offs []int64, bufs [][]byte) error
 }
 
+// RangeViewer is an Object that may hold byte ranges in memory already (a
+// coalesced read's span): ViewRanges returns each range's bytes, views of
+// that memory where it can (read-only: shared with other readers), so the
+// caller skips a copy. ok is false, and nothing is read, when the object
+// cannot serve them this way; the caller then uses ReadRanges.
+type RangeViewer interface {
+	ViewRanges(offs, lens []int64) (views [][]byte, ok bool, err error)
+}
+
+// readRanges reads the ranges [offs[i], offs[i]+lens[i]) of obj: views
+// where obj is a RangeViewer that holds them, fresh buffers otherwise.
+func readRanges(obj Object, offs, lens []int64) ([][]byte, error) {
+	if v, ok := obj.(RangeViewer); ok {
+		if views, ok, err := v.ViewRanges(offs, lens); ok {
+			return views, err
+		}
+	}
+	bufs := make([][]byte, len(lens))
+	for i, n := range lens {
+		bufs[i] = make([]byte, n)
+	}
+	return bufs, obj.ReadRanges(offs, bufs)
+}
+
 // Supported reports whether a file name has a supported extension.
 func Supported(name string) bool {
 	_, ok := kindByExt(name)

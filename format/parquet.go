@@ -159,8 +159,9 @@ func chunkStart(cc *metadata.ColumnChunkMetaData) int64 {
 }
 
 // readParquet decodes one row group. The byte ranges of all its column
-// chunks are read first, in one ReadRanges call; the decoder then reads from
-// memory, falling back to the object for anything outside those ranges.
+// chunks are read first, in one ReadRanges call (or viewed, readRanges);
+// the decoder then reads from memory, falling back to the object for
+// anything outside those ranges.
 func (r *Reader) readParquet(ctx context.Context, obj Object, rg int) (arrow.RecordBatch, error) {
 	md, err := r.parquetMeta(obj)
 	if err != nil {
@@ -171,8 +172,7 @@ func (r *Reader) readParquet(ctx context.Context, obj Object, rg int) (arrow.Rec
 	}
 	rgmd := md.RowGroup(rg)
 	sp := &sparse{obj: obj}
-	var offs []int64
-	var bufs [][]byte
+	var offs, lens []int64
 	for c := 0; c < rgmd.NumColumns(); c++ {
 		cc, err := rgmd.ColumnChunk(c)
 		if err != nil {
@@ -184,9 +184,12 @@ func (r *Reader) readParquet(ctx context.Context, obj Object, rg int) (arrow.Rec
 			return nil, fmt.Errorf("%w: column chunk %d at [%d,+%d) outside file of %d bytes", ErrCorrupt, c, start, n, obj.Size())
 		}
 		offs = append(offs, start)
-		bufs = append(bufs, make([]byte, n))
+		lens = append(lens, n)
 	}
-	if err := obj.ReadRanges(offs, bufs); err != nil {
+	// The decoder only reads the ranges (through sp), so they may be
+	// views of a span the object holds.
+	bufs, err := readRanges(obj, offs, lens)
+	if err != nil {
 		return nil, fmt.Errorf("read row group %d: %w", rg, err)
 	}
 	for i := range offs {
