@@ -207,7 +207,9 @@ func New(name string, loc Location, opts Options) *Dataset {
 	// 4 MiB spans, enough to fetch the next file's first spans while the
 	// decoders finish one (bench/peers table: an epoch ~15 % shorter than
 	// with four, the same peak memory); the segments read ahead of a
-	// reader of small row groups need less than the other half.
+	// reader of small row groups need less than the other half. A
+	// snapshot none of whose segments is read through spans gives it back
+	// (segBudget).
 	spans := newSpanCache(opts.CoalesceBytes, segBytes/2)
 	if spans != nil {
 		segBytes -= int64(spans.max) * spans.size
@@ -257,6 +259,11 @@ func (d *Dataset) loadLocked(ctx context.Context) error {
 		if err == nil {
 			d.gen++
 			s.Gen = d.gen
+			budget := s.segBudget()
+			d.segs.setMax(budget)
+			if budget == d.opts.SegmentCacheBytes {
+				d.spans.clear() // none will be read
+			}
 			d.cur.Store(s)
 			d.loadErr.Store(nil)
 			d.lastCheck = time.Now()
@@ -760,6 +767,28 @@ func (s *Snapshot) segment(ctx context.Context, f *SourceFile, i int, ahead, inO
 		}
 		return rec, nil
 	})
+}
+
+// segBudget is the segment cache's budget while s is current: all of
+// Options.SegmentCacheBytes, less the span cache's share when some of s's
+// segments are read through spans.
+func (s *Snapshot) segBudget() int64 {
+	c := s.ds.spans
+	if c == nil {
+		return s.ds.opts.SegmentCacheBytes
+	}
+	for _, f := range s.Files {
+		if f.Index.Kind != format.Parquet {
+			continue
+		}
+		obj := s.object(context.Background(), f, false)
+		for si := range f.Index.Segments {
+			if _, _, ok := s.spanned(obj, f, si); ok {
+				return s.ds.opts.SegmentCacheBytes - int64(c.max)*c.size
+			}
+		}
+	}
+	return s.ds.opts.SegmentCacheBytes
 }
 
 // nextSpanned returns the object of the file after f in dataset order

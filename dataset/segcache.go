@@ -154,6 +154,14 @@ func (c *segCache) put(key string, rec arrow.RecordBatch) {
 	}
 }
 
+// setMax changes the cache's budget; a smaller one is enforced as
+// segments are added.
+func (c *segCache) setMax(max int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.max = max
+}
+
 func (c *segCache) stats() (hits, misses uint64, bytes int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -422,6 +422,16 @@ func (c *spanCache) evict(behind func(*span) bool, room int) {
 	}
 }
 
+// clear evicts every fetched span no read-ahead holds (nil: none).
+func (c *spanCache) clear() {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.evict(func(*span) bool { return true }, c.max)
+}
+
 // stats reports spans fetched and span reads served by a span cached or
 // in flight.
 func (c *spanCache) stats() (fetches, hits int64) {

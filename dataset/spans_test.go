@@ -116,6 +116,9 @@ func TestReadsInOrderAreCoalesced(t *testing.T) {
 	}
 	fetches, hits := d.SpanStats()
 	t.Logf("exact: %d reads, %d bytes; spans: %d reads, %d bytes, %d spans fetched, %d span hits", exactCalls, exactBytes, calls, n, fetches, hits)
+	if want := d.opts.SegmentCacheBytes - int64(d.spans.max)*d.spans.size; d.segs.max != want {
+		t.Fatalf("segment cache of %d bytes beside spans of %d, want %d", d.segs.max, int64(d.spans.max)*d.spans.size, want)
+	}
 	if fetches == 0 || hits == 0 {
 		t.Fatalf("%d spans fetched, %d hits: reads ahead were not coalesced", fetches, hits)
 	}
@@ -214,6 +217,10 @@ func TestShortTailAfterLargeSegmentsIsExact(t *testing.T) {
 	epoch(t, d)
 	if fetches, _ := d.SpanStats(); fetches != 0 {
 		t.Fatalf("%d spans fetched for a file whose only small row group follows a large one", fetches)
+	}
+	// No segment read through spans: the segment cache has all its budget.
+	if d.segs.max != d.opts.SegmentCacheBytes {
+		t.Fatalf("segment cache of %d bytes, want all %d: no span will be read", d.segs.max, d.opts.SegmentCacheBytes)
 	}
 	_, n := st.counts()
 	if info, _ := st.Stat(context.Background(), "a.parquet"); n > info.Size {
