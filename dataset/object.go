@@ -108,25 +108,45 @@ func (o *object) ReadAt(p []byte, off int64) (int, error) {
 }
 
 // ViewRanges implements format.RangeViewer: reads in dataset order of
-// ranges in spans (spans.go) return views of the spans' bytes.
+// ranges in spans (spans.go) return views of the spans' bytes; where
+// spans cannot serve them, they are read exactly, here (not by the
+// caller's ReadRanges, which would try the spans again: a failed span
+// would be fetched twice).
 func (o *object) ViewRanges(offs, lens []int64) ([][]byte, bool, error) {
 	if o.spans == nil {
 		return nil, false, nil
 	}
-	return o.spans.view(o, o.spanObj, offs, lens, o.spanFetch, nil)
+	if views, ok, err := o.spans.view(o, o.spanObj, offs, lens, o.spanFetch, nil); ok {
+		return views, true, err
+	}
+	bufs := make([][]byte, len(lens))
+	for i, n := range lens {
+		bufs[i] = make([]byte, n)
+	}
+	return bufs, true, o.readExact(offs, bufs)
 }
 
 // ReadRanges reads every range in one call to the store (one io_uring batch
-// locally, parallel ranged GETs on S3). A short read is a truncated file.
+// locally, parallel ranged GETs on S3), or from spans. A short read is a
+// truncated file.
 func (o *object) ReadRanges(offs []int64, bufs [][]byte) error {
-	ranges := make([]source.Range, len(offs))
-	for i := range offs {
-		ranges[i] = source.Range{Off: offs[i], Buf: bufs[i]}
-	}
 	if o.spans != nil {
+		ranges := make([]source.Range, len(offs))
+		for i := range offs {
+			ranges[i] = source.Range{Off: offs[i], Buf: bufs[i]}
+		}
 		if ok, err := o.spans.read(o, o.spanObj, ranges, o.spanFetch); ok {
 			return err
 		}
+	}
+	return o.readExact(offs, bufs)
+}
+
+// readExact is ReadRanges from the store.
+func (o *object) readExact(offs []int64, bufs [][]byte) error {
+	ranges := make([]source.Range, len(offs))
+	for i := range offs {
+		ranges[i] = source.Range{Off: offs[i], Buf: bufs[i]}
 	}
 	err := o.note(source.ReadRanges(o.readCtx(), o.store, o.key, ranges))
 	for _, r := range ranges {

@@ -33,7 +33,10 @@ import (
 // read-ahead holds it and its reader is past it (or reads another object),
 // least recently used first; one that readers ahead still need never goes,
 // so the spans in memory are at most the cache's plus those the segments
-// being read ahead hold.
+// being read ahead hold (Options.ReadAhead segments per reader, and as
+// many again while a reader's first batch is built: Snapshot.spanAhead),
+// plus those evicted while a decoder still reads its column chunks from
+// them (views, not copies: at most two spans per decode in flight).
 //
 // The spans fetched ahead of a reader go on into the next file: a reader
 // reaching the end of one file's spans also fetches the first spans of the
@@ -50,10 +53,11 @@ import (
 
 // spanCache holds recently fetched spans, LRU.
 type spanCache struct {
-	size int64 // bytes per span
-	max  int   // spans kept (cached and in flight) when none is held
+	size  int64 // bytes per span
+	limit int   // max while the cache is in use (enable)
 
 	mu    sync.Mutex
+	max   int        // spans kept (cached and in flight) when none is held
 	ll    *list.List // fetched spans, front = most recent
 	items map[spanKey]*span
 	// pos is, per object, the first span the latest read in order needed:
@@ -63,9 +67,11 @@ type spanCache struct {
 	// spans of other objects that nobody holds are behind their readers.
 	last string
 	// next is the object after nextOf in dataset order, whose first spans
-	// a reader reaching nextOf's end fetched: while the latest read is
-	// still of nextOf, they are ahead of it, not behind (ahead).
+	// a reader at span nextAt of nextOf, reaching its end, fetched: while
+	// the latest read is still of nextOf, at or after nextAt, they are
+	// ahead of it, not behind (ahead).
 	next, nextOf string
+	nextAt       int64
 
 	fetches, hits atomic.Int64
 }
@@ -109,7 +115,28 @@ func newSpanCache(size, budget int64) *spanCache {
 	if size < 256<<10 {
 		return nil
 	}
-	return &spanCache{size: size, max: int(budget / size), ll: list.New(), items: map[spanKey]*span{}, pos: map[string]int64{}}
+	n := int(budget / size)
+	return &spanCache{size: size, limit: n, max: n, ll: list.New(), items: map[spanKey]*span{}, pos: map[string]int64{}}
+}
+
+// budget is the most bytes the cache keeps when in use.
+func (c *spanCache) budget() int64 { return int64(c.limit) * c.size }
+
+// enable puts the cache in use, or out of it (nil: nothing): out of use
+// it keeps no span nobody holds, now or when the spans held or in flight
+// are let go, and fetches none ahead. A dataset whose current snapshot
+// reads nothing through spans gives their budget to the segment cache.
+func (c *spanCache) enable(on bool) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.max = 0
+	if on {
+		c.max = c.limit
+	}
+	c.trim()
 }
 
 // prefetch is for a segment about to be read ahead in order, whose bytes
@@ -200,11 +227,6 @@ func (c *spanCache) view(o *object, obj string, offs, lens []int64, fetch bool, 
 	var need []int64
 	var total int64
 	lim := o.spanLimit()
-	var nx *object   // the next object in dataset order, when spans go on into it
-	var nxFrom int64 // where its segments begin
-	if fetch && o.next != nil {
-		nx, nxFrom = o.next()
-	}
 	from := int64(-1) // the first byte asked for
 	for i, off := range offs {
 		n := lens[i]
@@ -226,6 +248,15 @@ func (c *spanCache) view(o *object, obj string, offs, lens []int64, fetch bool, 
 	}
 	if total > c.small() || len(need) == 0 {
 		return nil, false, nil
+	}
+	// The next object in dataset order, when the spans fetched ahead may
+	// reach this one's end (found before locking: it may read the next
+	// file's footer), and where its segments begin.
+	var nx *object
+	var nxFrom int64
+	nxAsked := fetch && o.next != nil && (need[len(need)-1]+1+int64(c.limit))*c.size >= lim
+	if nxAsked {
+		nx, nxFrom = o.next()
 	}
 	spans := make(map[int64]*span, len(need))
 	var mine, ahead, aheadNext []*span
@@ -287,10 +318,14 @@ func (c *spanCache) view(o *object, obj string, offs, lens []int64, fetch bool, 
 			c.items[k] = sp
 			ahead = append(ahead, sp)
 		}
-		if i*c.size >= lim && nx != nil && nx.spanObj != obj {
-			c.next, c.nextOf = nx.spanObj, obj
+		if i*c.size >= lim && nxAsked && nx == nil {
+			c.next = "" // the end of the dataset, or of its spans
+		}
+		if i*c.size >= lim && nx != nil && nx.spanObj != obj && 0 <= nxFrom && nxFrom < nx.spanLimit() {
 			nlim := nx.spanLimit()
-			for j := int64(0); j*c.size < nlim; j++ {
+			delete(c.pos, nx.spanObj) // from an earlier epoch: not behind
+			c.next, c.nextOf, c.nextAt = nx.spanObj, obj, need[0]
+			for j := nxFrom / c.size; j*c.size < nlim; j++ {
 				k := spanKey{nx.spanObj, j}
 				if _, ok := c.items[k]; ok {
 					continue
@@ -331,7 +366,13 @@ func (c *spanCache) view(o *object, obj string, offs, lens []int64, fetch bool, 
 	}
 	for i, off := range offs {
 		n := lens[i]
-		if sp := spans[off/c.size]; dst == nil && sp != nil && off+n <= sp.end {
+		if n == 0 {
+			if out[i] == nil {
+				out[i] = []byte{}
+			}
+			continue
+		}
+		if sp := spans[off/c.size]; dst == nil && off+n <= sp.end {
 			out[i] = sp.data[off-sp.start : off-sp.start+n : off-sp.start+n]
 			continue
 		}
@@ -398,7 +439,7 @@ func (c *spanCache) makeRoom(obj string, from int64) bool {
 // ahead reports whether sp is of the object after the one being read,
 // fetched ahead of its reader (read): not behind anyone yet.
 func (c *spanCache) ahead(sp *span) bool {
-	return c.next != "" && sp.key.obj == c.next && c.last == c.nextOf
+	return c.next != "" && sp.key.obj == c.next && c.last == c.nextOf && c.pos[c.nextOf] >= c.nextAt
 }
 
 // trim evicts, while the cache holds more than max spans, those no
@@ -406,7 +447,11 @@ func (c *spanCache) ahead(sp *span) bool {
 // those of objects other than the latest one read (a small object's only
 // span is never behind its own position).
 func (c *spanCache) trim() {
-	c.evict(func(sp *span) bool { return sp.key.i < c.pos[sp.key.obj] }, 0)
+	if c.max == 0 {
+		c.evict(func(*span) bool { return true }, 0)
+		return
+	}
+	c.evict(func(sp *span) bool { return sp.key.i < c.pos[sp.key.obj] && !c.ahead(sp) }, 0)
 	c.evict(func(sp *span) bool { return sp.key.obj != c.last && !c.ahead(sp) }, 0)
 }
 
@@ -421,16 +466,6 @@ func (c *spanCache) evict(behind func(*span) bool, room int) {
 		}
 		e = prev
 	}
-}
-
-// clear evicts every fetched span no read-ahead holds (nil: none).
-func (c *spanCache) clear() {
-	if c == nil {
-		return
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.evict(func(*span) bool { return true }, c.max)
 }
 
 // stats reports spans fetched and span reads served by a span cached or
