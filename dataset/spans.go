@@ -395,7 +395,7 @@ func (c *spanCache) fetch(o *object, spans []*span) {
 	c.fetches.Add(int64(len(spans)))
 	ranges := make([]source.Range, len(spans))
 	for j, sp := range spans {
-		ranges[j] = source.Range{Off: sp.start, Buf: make([]byte, sp.end-sp.start)}
+		ranges[j] = source.Range{Off: sp.start, Buf: make([]byte, max(sp.end-sp.start, 0))} // never negative: a fetch runs unguarded
 	}
 	ctx := context.WithoutCancel(o.readCtx())
 	err := o.note(source.ReadRanges(ctx, o.store, o.key, ranges))
