@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -63,16 +64,49 @@ func spanDataset(t *testing.T, st *rangeLog, dir, state string, coalesce int64) 
 	return d
 }
 
+// spanFiles returns a directory of two Parquet files of many small row
+// groups, and a state dir with their index. They are made once per test
+// binary (~9 s under -race), shared by the tests (which run one at a
+// time), and only read.
 func spanFiles(t *testing.T) (dir, state string) {
 	t.Helper()
-	dir, state = t.TempDir(), t.TempDir()
-	for i, name := range []string{"a.parquet", "b.parquet"} {
-		if err := sampledata.WriteParquet(filepath.Join(dir, name), int64(20000+1000*i), 1000); err != nil {
-			t.Fatal(err)
+	f := &spanFixture
+	f.once.Do(func() {
+		f.dir, f.err = os.MkdirTemp("", "zenithfs-spans-")
+		if f.err != nil {
+			return
 		}
+		src, st := filepath.Join(f.dir, "src"), filepath.Join(f.dir, "state")
+		if f.err = os.MkdirAll(src, 0o755); f.err != nil {
+			return
+		}
+		for i, name := range []string{"a.parquet", "b.parquet"} {
+			if f.err = sampledata.WriteParquet(filepath.Join(src, name), int64(20000+1000*i), 1000); f.err != nil {
+				return
+			}
+		}
+		d := New("s", Location{Store: source.NewLocal(src), Prefix: true, StoreID: "file:" + src}, Options{BatchSize: 500, StateDir: st})
+		f.err = d.Load(context.Background()) // the index pass
+	})
+	if f.err != nil {
+		t.Fatal(f.err)
 	}
-	load(t, dir, Options{BatchSize: 500, StateDir: state}) // the index pass
-	return dir, state
+	return filepath.Join(f.dir, "src"), filepath.Join(f.dir, "state")
+}
+
+// spanFixture holds spanFiles' files; TestMain removes them.
+var spanFixture struct {
+	once sync.Once
+	dir  string
+	err  error
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if spanFixture.dir != "" {
+		os.RemoveAll(spanFixture.dir)
+	}
+	os.Exit(code)
 }
 
 func epoch(t *testing.T, d *Dataset) [][]byte {
