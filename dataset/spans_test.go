@@ -699,3 +699,25 @@ func TestFirstBatchStartsTheSpansAhead(t *testing.T) {
 		t.Fatal("the first segment's exact read went alone: no span ahead was being fetched")
 	}
 }
+
+// So does a view's in natural order (npz files; a rank's share).
+func TestNaturalViewsFirstFileStartsTheSpansAhead(t *testing.T) {
+	dir, state := spanFiles(t)
+	st := &gatedLog{Local: source.NewLocal(dir), spans: make(chan struct{})}
+	d := New("s", Location{Store: st, Prefix: true, StoreID: "file:" + dir}, Options{
+		BatchSize: 500, StateDir: state, ReadAhead: 4, CoalesceBytes: 1 << 20,
+	})
+	if err := d.Load(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	s, err := d.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mustView(t, s, "format=npz").Build(context.Background(), 0); err != nil {
+		t.Fatal(err)
+	}
+	if !st.spanFirst.Load() {
+		t.Fatal("the first segment's exact read went alone: no span ahead was being fetched")
+	}
+}

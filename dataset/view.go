@@ -180,6 +180,7 @@ func (v *View) Build(ctx context.Context, k int) ([]byte, error) {
 	if k < 0 || k >= v.n {
 		return nil, fmt.Errorf("view %s: file %d of %d: %w", v.spec, k, v.n, source.ErrNotExist)
 	}
+	defer v.spanAhead(k)()
 	b, err := v.build(ctx, k)
 	if err != nil {
 		return nil, fmt.Errorf("view %s file %d: %w", v.spec, k, err)
@@ -211,12 +212,23 @@ func (v *View) BuildInto(ctx context.Context, k int, dst []byte) error {
 		copy(dst, b)
 		return nil
 	}
+	defer v.spanAhead(k)()
 	if err := v.snap.buildInto(ctx, nat, dst); err != nil {
 		return fmt.Errorf("view %s file %d: %w", v.spec, k, err)
 	}
 	noteBuilt(ctx)
 	v.readAhead(k, nat)
 	return nil
+}
+
+// spanAhead is Snapshot.spanAhead for file k of a view in natural order
+// (a rank's share, npz files): its first file's segments after it have
+// their spans fetched while it is built. A shuffled view reads exactly.
+func (v *View) spanAhead(k int) (release func()) {
+	if nat, ok := v.Natural(k); ok && v.spec.Shuffle == ShuffleNone {
+		return v.snap.spanAhead(nat)
+	}
+	return func() {}
 }
 
 // readAhead starts decoding the source segments of the view's next files,
