@@ -618,12 +618,11 @@ func (s *Snapshot) readAhead(k int) {
 func (s *Snapshot) segmentsAfter(f *SourceFile, si int, next func(f *SourceFile, si int) bool) {
 	for range s.ds.opts.ReadAhead {
 		si++
-		for si >= len(f.segStart) { // the next file with rows
-			files := s.filesFor(f.FirstRow+f.Index.Rows, f.FirstRow+f.Index.Rows+1)
-			if len(files) == 0 || files[0] == f {
+		for si >= len(f.segStart) {
+			if f = s.nextFile(f); f == nil {
 				return
 			}
-			f, si = files[0], 0
+			si = 0
 		}
 		if !next(f, si) {
 			return
@@ -797,16 +796,25 @@ func (s *Snapshot) segBudget() int64 {
 // (the next one with rows), and where its first segment begins, when that
 // segment is read through spans in order; nil otherwise.
 func (s *Snapshot) nextSpanned(f *SourceFile) (*object, int64) {
-	next := s.filesFor(f.FirstRow+f.Index.Rows, f.FirstRow+f.Index.Rows+1)
-	if len(next) == 0 || next[0] == f {
+	next := s.nextFile(f)
+	if next == nil {
 		return nil, 0
 	}
-	obj := s.object(context.Background(), next[0], false)
-	off, _, ok := s.spanned(obj, next[0], 0)
+	obj := s.object(context.Background(), next, false)
+	off, _, ok := s.spanned(obj, next, 0)
 	if !ok {
 		return nil, 0
 	}
 	return obj, off
+}
+
+// nextFile is the file after f in dataset order that has rows, or nil.
+func (s *Snapshot) nextFile(f *SourceFile) *SourceFile {
+	next := s.filesFor(f.FirstRow+f.Index.Rows, f.FirstRow+f.Index.Rows+1)
+	if len(next) == 0 || next[0] == f {
+		return nil
+	}
+	return next[0]
 }
 
 // spanned returns the byte range of segment si of f when it is read

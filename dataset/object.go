@@ -131,11 +131,7 @@ func (o *object) ViewRanges(offs, lens []int64) ([][]byte, bool, error) {
 // truncated file.
 func (o *object) ReadRanges(offs []int64, bufs [][]byte) error {
 	if o.spans != nil {
-		ranges := make([]source.Range, len(offs))
-		for i := range offs {
-			ranges[i] = source.Range{Off: offs[i], Buf: bufs[i]}
-		}
-		if ok, err := o.spans.read(o, o.spanObj, ranges, o.spanFetch); ok {
+		if ok, err := o.spans.read(o, o.spanObj, offs, bufs, o.spanFetch); ok {
 			return err
 		}
 	}

@@ -193,22 +193,15 @@ func (c *spanCache) background(o *object, spans []*span) {
 	}
 }
 
-// read fills ranges of object o (identified by obj) from spans (view,
-// copying into the ranges' buffers), reporting false, reading nothing,
-// where view would.
-func (c *spanCache) read(o *object, obj string, ranges []source.Range, fetch bool) (bool, error) {
-	offs := make([]int64, len(ranges))
-	lens := make([]int64, len(ranges))
-	dst := make([][]byte, len(ranges))
-	for i, r := range ranges {
-		offs[i], lens[i], dst[i] = r.Off, int64(len(r.Buf)), r.Buf
+// read fills bufs[i] with the bytes at offs[i] of object o (identified by
+// obj) from spans (view, copying), reporting false, reading nothing, where
+// view would.
+func (c *spanCache) read(o *object, obj string, offs []int64, bufs [][]byte, fetch bool) (bool, error) {
+	lens := make([]int64, len(bufs))
+	for i, b := range bufs {
+		lens[i] = int64(len(b))
 	}
-	_, ok, err := c.view(o, obj, offs, lens, fetch, dst)
-	if ok && err == nil {
-		for i := range ranges {
-			ranges[i].N = len(ranges[i].Buf)
-		}
-	}
+	_, ok, err := c.view(o, obj, offs, lens, fetch, bufs)
 	return ok, err
 }
 

@@ -51,17 +51,29 @@ func (r *rangeLog) counts() (int, int64) {
 }
 
 // spanDataset is two indexed Parquet files of many small row groups, read
-// through st.
-func spanDataset(t *testing.T, st *rangeLog, dir, state string, coalesce int64) *Dataset {
+// through st, its reads ahead run by bg (nil: on goroutines of their own,
+// as in the daemon; inline: in the caller, which then sees every read
+// ahead done).
+func spanDataset(t *testing.T, st source.Store, dir, state string, coalesce int64, bg func(func())) *Dataset {
 	t.Helper()
 	d := New("s", Location{Store: st, Prefix: true, StoreID: "file:" + dir}, Options{
-		BatchSize: 500, StateDir: state, ReadAhead: 4, CoalesceBytes: coalesce,
-		Background: func(f func()) { f() }, // in the caller: the test sees every read ahead done
+		BatchSize: 500, StateDir: state, ReadAhead: 4, CoalesceBytes: coalesce, Background: bg,
 	})
 	if err := d.Load(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	return d
+}
+
+func inline(f func()) { f() }
+
+func current(t *testing.T, d *Dataset) *Snapshot {
+	t.Helper()
+	s, err := d.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
 // spanFiles returns a directory of two Parquet files of many small row
@@ -111,10 +123,7 @@ func TestMain(m *testing.M) {
 
 func epoch(t *testing.T, d *Dataset) [][]byte {
 	t.Helper()
-	s, err := d.Current()
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := current(t, d)
 	var out [][]byte
 	for k := range s.NumBatches() {
 		b, err := s.Build(context.Background(), k)
@@ -133,11 +142,11 @@ func epoch(t *testing.T, d *Dataset) [][]byte {
 func TestReadsInOrderAreCoalesced(t *testing.T) {
 	dir, state := spanFiles(t)
 	exact := &rangeLog{Local: source.NewLocal(dir)}
-	want := epoch(t, spanDataset(t, exact, dir, state, 0))
+	want := epoch(t, spanDataset(t, exact, dir, state, 0, inline))
 	exactCalls, exactBytes := exact.counts()
 
 	st := &rangeLog{Local: source.NewLocal(dir)}
-	d := spanDataset(t, st, dir, state, 1<<20)
+	d := spanDataset(t, st, dir, state, 1<<20, inline)
 	got := epoch(t, d)
 	calls, n := st.counts()
 	if len(got) != len(want) {
@@ -169,10 +178,10 @@ func TestReadsInOrderAreCoalesced(t *testing.T) {
 func TestFailedSpanFallsBackToExactReads(t *testing.T) {
 	dir, state := spanFiles(t)
 	exact := &rangeLog{Local: source.NewLocal(dir)}
-	want := epoch(t, spanDataset(t, exact, dir, state, 0))
+	want := epoch(t, spanDataset(t, exact, dir, state, 0, inline))
 
 	st := &rangeLog{Local: source.NewLocal(dir), failSpans: true}
-	d := spanDataset(t, st, dir, state, 1<<20)
+	d := spanDataset(t, st, dir, state, 1<<20, inline)
 	got := epoch(t, d)
 	for k := range want {
 		if !bytes.Equal(got[k], want[k]) {
@@ -190,7 +199,7 @@ func TestFailedSpanFallsBackToExactReads(t *testing.T) {
 	st.mu.Lock()
 	st.failSpans = false
 	st.mu.Unlock()
-	d = spanDataset(t, st, dir, state, 1<<20)
+	d = spanDataset(t, st, dir, state, 1<<20, inline)
 	epoch(t, d)
 	if _, hits := d.SpanStats(); hits == 0 {
 		t.Fatal("after the store recovered, no span was used")
@@ -207,12 +216,8 @@ func TestSpanReadsAtTheEndOfTheObject(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := newSpanCache(256<<10, 4<<20)
-	o := &object{ctx: context.Background(), store: st, key: "a.parquet", size: info.Size}
-	tail := make([]byte, 1000)
-	ranges := []source.Range{{Off: info.Size - 1000, Buf: tail}}
-	if ok, err := c.read(o, "a", ranges, true); !ok || err != nil {
-		t.Fatalf("read of the last bytes: %v, %v", ok, err)
-	}
+	o := &object{ctx: context.Background(), store: st, key: "a.parquet", size: info.Size, spans: c, spanObj: "a"}
+	tail := readSpans(t, o, info.Size-1000, 1000)
 	want := make([]byte, 1000)
 	if _, err := st.ReadAt(context.Background(), "a.parquet", want, info.Size-1000); err != nil {
 		t.Fatal(err)
@@ -220,10 +225,10 @@ func TestSpanReadsAtTheEndOfTheObject(t *testing.T) {
 	if !bytes.Equal(tail, want) {
 		t.Fatal("the last bytes differ")
 	}
-	if ok, _ := c.read(o, "a", []source.Range{{Off: info.Size - 10, Buf: make([]byte, 20)}}, true); ok {
+	if ok, _ := c.read(o, "a", []int64{info.Size - 10}, [][]byte{make([]byte, 20)}, true); ok {
 		t.Fatal("a range past the end was read from a span")
 	}
-	if ok, _ := c.read(o, "a", []source.Range{{Off: 0, Buf: make([]byte, 10)}}, false); ok {
+	if ok, _ := c.read(o, "a", []int64{0}, [][]byte{make([]byte, 10)}, false); ok {
 		t.Fatal("without fetch, a span neither cached nor in flight was used")
 	}
 }
@@ -237,8 +242,8 @@ func TestShortTailAfterLargeSegmentsIsExact(t *testing.T) {
 	}
 	load(t, dir, Options{BatchSize: 500, StateDir: state})
 	st := &rangeLog{Local: source.NewLocal(dir)}
-	d := spanDataset(t, st, dir, state, 256<<10)
-	s, _ := d.Current()
+	d := spanDataset(t, st, dir, state, 256<<10, inline)
+	s := current(t, d)
 	f := s.Files[0]
 	obj := s.object(context.Background(), f, false)
 	for si := range f.Index.Segments {
@@ -274,7 +279,7 @@ func TestSmallFilesStayWithinTheSpanCache(t *testing.T) {
 	}
 	load(t, dir, Options{BatchSize: 500, StateDir: state})
 	st := &rangeLog{Local: source.NewLocal(dir)}
-	d := spanDataset(t, st, dir, state, 1<<20)
+	d := spanDataset(t, st, dir, state, 1<<20, inline)
 	epoch(t, d)
 	d.spans.mu.Lock()
 	defer d.spans.mu.Unlock()
@@ -289,16 +294,9 @@ func TestSmallFilesStayWithinTheSpanCache(t *testing.T) {
 func TestFailedSpanUnderAReaderIsReadExactly(t *testing.T) {
 	dir, state := spanFiles(t)
 	exact := &rangeLog{Local: source.NewLocal(dir)}
-	want := epoch(t, spanDataset(t, exact, dir, state, 0))
+	want := epoch(t, spanDataset(t, exact, dir, state, 0, inline))
 	st := &rangeLog{Local: source.NewLocal(dir), failSpans: true}
-	d := New("s", Location{Store: st, Prefix: true, StoreID: "file:" + dir}, Options{
-		BatchSize: 500, StateDir: state, ReadAhead: 4, CoalesceBytes: 1 << 20,
-		Background: func(f func()) { go f() },
-	})
-	if err := d.Load(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	got := epoch(t, d)
+	got := epoch(t, spanDataset(t, st, dir, state, 1<<20, nil))
 	for k := range want {
 		if !bytes.Equal(got[k], want[k]) {
 			t.Fatalf("batch %d differs from the exact read's", k)
@@ -325,9 +323,7 @@ func TestSpansGoOnIntoTheNextObject(t *testing.T) {
 	ob := &object{ctx: context.Background(), store: st, key: "b.parquet", size: size("b.parquet"), spans: c, spanObj: "b"}
 	oa.next = func() (*object, int64) { return ob, 4 }
 
-	if ok, err := c.read(oa, "a", []source.Range{{Off: oa.size - 1000, Buf: make([]byte, 1000)}}, true); !ok || err != nil {
-		t.Fatalf("read of a's last bytes: %v, %v", ok, err)
-	}
+	readSpans(t, oa, oa.size-1000, 1000)
 	c.mu.Lock()
 	var ahead []*span
 	for k, sp := range c.items {
@@ -371,7 +367,7 @@ func TestSpansGoOnIntoTheNextObject(t *testing.T) {
 	// b's first bytes come from its spans, in the right place.
 	calls, _ := st.counts()
 	got := make([]byte, 30000)
-	if ok, err := c.read(ob, "b", []source.Range{{Off: 4, Buf: got}}, false); !ok || err != nil {
+	if ok, err := c.read(ob, "b", []int64{4}, [][]byte{got}, false); !ok || err != nil {
 		t.Fatalf("read of b's first bytes from spans: %v, %v", ok, err)
 	}
 	if n, _ := st.counts(); n != calls {
@@ -387,9 +383,7 @@ func TestSpansGoOnIntoTheNextObject(t *testing.T) {
 
 	// A reader elsewhere: b's spans nobody read further are behind.
 	ox := &object{ctx: context.Background(), store: st, key: "a.parquet", size: oa.size, spans: c, spanObj: "x"}
-	if ok, err := c.read(ox, "x", []source.Range{{Off: 4, Buf: make([]byte, 1000)}}, true); !ok || err != nil {
-		t.Fatalf("read elsewhere: %v, %v", ok, err)
-	}
+	readSpans(t, ox, 4, 1000)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	countB := func() (n int) {
@@ -411,6 +405,17 @@ func TestSpansGoOnIntoTheNextObject(t *testing.T) {
 	if _, ok := c.items[spanKey{"x", 0}]; !ok {
 		t.Error("the reader's own span was evicted")
 	}
+}
+
+// readSpans reads n bytes at off of o through its span cache, as a read
+// in dataset order (fetching what it needs).
+func readSpans(t *testing.T, o *object, off, n int64) []byte {
+	t.Helper()
+	b := make([]byte, n)
+	if ok, err := o.spans.read(o, o.spanObj, []int64{off}, [][]byte{b}, true); !ok || err != nil {
+		t.Fatalf("read of [%d, +%d) of %s through spans: %v, %v", off, n, o.spanObj, ok, err)
+	}
+	return b
 }
 
 func statSize(t *testing.T, st source.Store, key string) int64 {
@@ -461,9 +466,7 @@ func spansOf(t *testing.T, c *spanCache, obj string) []*span {
 // crashed the daemon), and none at all when it begins past the data.
 func TestNextObjectSpansStartAtItsFirstSegment(t *testing.T) {
 	c, oa, _ := twoObjects(t, 300<<10)
-	if ok, err := c.read(oa, "a", []source.Range{{Off: oa.size - 1000, Buf: make([]byte, 1000)}}, true); !ok || err != nil {
-		t.Fatalf("read: %v, %v", ok, err)
-	}
+	readSpans(t, oa, oa.size-1000, 1000)
 	sps := spansOf(t, c, "b")
 	if len(sps) == 0 {
 		t.Fatal("no span of the next object")
@@ -476,9 +479,7 @@ func TestNextObjectSpansStartAtItsFirstSegment(t *testing.T) {
 
 	c, oa, ob := twoObjects(t, 0)
 	oa.next = func() (*object, int64) { return ob, ob.size + 10 }
-	if ok, err := c.read(oa, "a", []source.Range{{Off: oa.size - 1000, Buf: make([]byte, 1000)}}, true); !ok || err != nil {
-		t.Fatalf("read: %v, %v", ok, err)
-	}
+	readSpans(t, oa, oa.size-1000, 1000)
 	if sps := spansOf(t, c, "b"); len(sps) != 0 {
 		t.Fatalf("%d spans of an object whose segments begin past its end", len(sps))
 	}
@@ -520,16 +521,8 @@ func (f *failStore) ReadRanges(ctx context.Context, key string, ranges []source.
 func TestFailedSpanIsFetchedOnce(t *testing.T) {
 	dir, state := spanFiles(t)
 	st := &failStore{Local: source.NewLocal(dir)}
-	d := New("s", Location{Store: st, Prefix: true, StoreID: "file:" + dir}, Options{
-		BatchSize: 500, StateDir: state, ReadAhead: 4, CoalesceBytes: 1 << 20,
-	})
-	if err := d.Load(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	s, err := d.Current()
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := spanDataset(t, st, dir, state, 1<<20, nil)
+	s := current(t, d)
 	f := s.Files[0]
 	obj := s.object(context.Background(), f, false)
 	if _, _, obj.spanFetch = s.spanned(obj, f, 3); !obj.spanFetch {
@@ -553,9 +546,7 @@ func TestFailedSpanIsFetchedOnce(t *testing.T) {
 func TestDisabledSpanCacheKeepsNothing(t *testing.T) {
 	c, oa, _ := twoObjects(t, 4)
 	release := c.prefetch(oa, "a", 4, 100<<10)
-	if ok, err := c.read(oa, "a", []source.Range{{Off: 300 << 10, Buf: make([]byte, 1000)}}, true); !ok || err != nil {
-		t.Fatal(ok, err)
-	}
+	readSpans(t, oa, 300<<10, 1000)
 	c.enable(false)
 	release()
 	spansOf(t, c, "a")
@@ -572,13 +563,9 @@ func TestDisabledSpanCacheKeepsNothing(t *testing.T) {
 // read ahead as usual.
 func TestStaleAheadSpansYieldToANewReader(t *testing.T) {
 	c, oa, _ := twoObjects(t, 4)
-	if ok, err := c.read(oa, "a", []source.Range{{Off: oa.size - 1000, Buf: make([]byte, 1000)}}, true); !ok || err != nil {
-		t.Fatal(ok, err)
-	}
+	readSpans(t, oa, oa.size-1000, 1000)
 	spansOf(t, c, "b")
-	if ok, err := c.read(oa, "a", []source.Range{{Off: 4, Buf: make([]byte, 1000)}}, true); !ok || err != nil {
-		t.Fatal(ok, err)
-	}
+	readSpans(t, oa, 4, 1000)
 	// a: 6 spans; the new reader's own, the last (cached), and those
 	// between, ahead of it.
 	if n := len(spansOf(t, c, "a")); n < 5 {
@@ -591,15 +578,11 @@ func TestStaleAheadSpansYieldToANewReader(t *testing.T) {
 // its size while a read-ahead holds more.
 func TestAheadSpansOutliveAnEarlierEpochsPosition(t *testing.T) {
 	c, oa, ob := twoObjects(t, 4)
-	if ok, err := c.read(ob, "b", []source.Range{{Off: ob.size - 1000, Buf: make([]byte, 1000)}}, true); !ok || err != nil {
-		t.Fatal(ok, err)
-	}
+	readSpans(t, ob, ob.size-1000, 1000)
 	spansOf(t, c, "b")
 	c.enable(false) // empty
 	c.enable(true)
-	if ok, err := c.read(oa, "a", []source.Range{{Off: oa.size - 1000, Buf: make([]byte, 1000)}}, true); !ok || err != nil {
-		t.Fatal(ok, err)
-	}
+	readSpans(t, oa, oa.size-1000, 1000)
 	nb := len(spansOf(t, c, "b"))
 	release := c.prefetch(oa, "a", 200<<10, 100<<10) // a's first two spans: over max while held
 	spansOf(t, c, "a")
@@ -682,16 +665,7 @@ func (g *gatedLog) ReadRanges(ctx context.Context, key string, ranges []source.R
 func TestFirstBatchStartsTheSpansAhead(t *testing.T) {
 	dir, state := spanFiles(t)
 	st := &gatedLog{Local: source.NewLocal(dir), spans: make(chan struct{})}
-	d := New("s", Location{Store: st, Prefix: true, StoreID: "file:" + dir}, Options{
-		BatchSize: 500, StateDir: state, ReadAhead: 4, CoalesceBytes: 1 << 20,
-	})
-	if err := d.Load(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	s, err := d.Current()
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := current(t, spanDataset(t, st, dir, state, 1<<20, nil))
 	if _, err := s.Build(context.Background(), 0); err != nil {
 		t.Fatal(err)
 	}
@@ -704,16 +678,7 @@ func TestFirstBatchStartsTheSpansAhead(t *testing.T) {
 func TestNaturalViewsFirstFileStartsTheSpansAhead(t *testing.T) {
 	dir, state := spanFiles(t)
 	st := &gatedLog{Local: source.NewLocal(dir), spans: make(chan struct{})}
-	d := New("s", Location{Store: st, Prefix: true, StoreID: "file:" + dir}, Options{
-		BatchSize: 500, StateDir: state, ReadAhead: 4, CoalesceBytes: 1 << 20,
-	})
-	if err := d.Load(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	s, err := d.Current()
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := current(t, spanDataset(t, st, dir, state, 1<<20, nil))
 	if _, err := mustView(t, s, "format=npz").Build(context.Background(), 0); err != nil {
 		t.Fatal(err)
 	}
