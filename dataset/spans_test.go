@@ -211,21 +211,18 @@ func TestFailedSpanFallsBackToExactReads(t *testing.T) {
 func TestSpanReadsAtTheEndOfTheObject(t *testing.T) {
 	dir, _ := spanFiles(t)
 	st := &rangeLog{Local: source.NewLocal(dir)}
-	info, err := st.Stat(context.Background(), "a.parquet")
-	if err != nil {
-		t.Fatal(err)
-	}
+	size := statSize(t, st, "a.parquet")
 	c := newSpanCache(256<<10, 4<<20)
-	o := &object{ctx: context.Background(), store: st, key: "a.parquet", size: info.Size, spans: c, spanObj: "a"}
-	tail := readSpans(t, o, info.Size-1000, 1000)
+	o := &object{ctx: context.Background(), store: st, key: "a.parquet", size: size, spans: c, spanObj: "a"}
+	tail := readSpans(t, o, size-1000, 1000)
 	want := make([]byte, 1000)
-	if _, err := st.ReadAt(context.Background(), "a.parquet", want, info.Size-1000); err != nil {
+	if _, err := st.ReadAt(context.Background(), "a.parquet", want, size-1000); err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(tail, want) {
 		t.Fatal("the last bytes differ")
 	}
-	if ok, _ := c.read(o, "a", []int64{info.Size - 10}, [][]byte{make([]byte, 20)}, true); ok {
+	if ok, _ := c.read(o, "a", []int64{size - 10}, [][]byte{make([]byte, 20)}, true); ok {
 		t.Fatal("a range past the end was read from a span")
 	}
 	if ok, _ := c.read(o, "a", []int64{0}, [][]byte{make([]byte, 10)}, false); ok {
@@ -262,8 +259,8 @@ func TestShortTailAfterLargeSegmentsIsExact(t *testing.T) {
 		t.Fatalf("segment cache of %d bytes, want all %d: no span will be read", d.segs.max, d.opts.SegmentCacheBytes)
 	}
 	_, n := st.counts()
-	if info, _ := st.Stat(context.Background(), "a.parquet"); n > info.Size {
-		t.Fatalf("read %d bytes of a %d-byte file", n, info.Size)
+	if size := statSize(t, st, "a.parquet"); n > size {
+		t.Fatalf("read %d bytes of a %d-byte file", n, size)
 	}
 }
 
@@ -311,16 +308,9 @@ func TestFailedSpanUnderAReaderIsReadExactly(t *testing.T) {
 func TestSpansGoOnIntoTheNextObject(t *testing.T) {
 	dir, _ := spanFiles(t)
 	st := &rangeLog{Local: source.NewLocal(dir)}
-	size := func(key string) int64 {
-		info, err := st.Stat(context.Background(), key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return info.Size
-	}
 	c := newSpanCache(256<<10, 2<<20) // 8 spans
-	oa := &object{ctx: context.Background(), store: st, key: "a.parquet", size: size("a.parquet"), spans: c, spanObj: "a"}
-	ob := &object{ctx: context.Background(), store: st, key: "b.parquet", size: size("b.parquet"), spans: c, spanObj: "b"}
+	oa := &object{ctx: context.Background(), store: st, key: "a.parquet", size: statSize(t, st, "a.parquet"), spans: c, spanObj: "a"}
+	ob := &object{ctx: context.Background(), store: st, key: "b.parquet", size: statSize(t, st, "b.parquet"), spans: c, spanObj: "b"}
 	oa.next = func() (*object, int64) { return ob, 4 }
 
 	readSpans(t, oa, oa.size-1000, 1000)
@@ -598,15 +588,12 @@ func TestAheadSpansOutliveAnEarlierEpochsPosition(t *testing.T) {
 func TestSpanViews(t *testing.T) {
 	dir, _ := spanFiles(t)
 	st := &rangeLog{Local: source.NewLocal(dir)}
-	info, err := st.Stat(context.Background(), "a.parquet")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if info.Size < 300<<10 {
-		t.Fatalf("a.parquet is %d bytes: the test needs more than a span", info.Size)
+	size := statSize(t, st, "a.parquet")
+	if size < 300<<10 {
+		t.Fatalf("a.parquet is %d bytes: the test needs more than a span", size)
 	}
 	c := newSpanCache(256<<10, 2<<20)
-	o := &object{ctx: context.Background(), store: st, key: "a.parquet", size: info.Size, spans: c, spanObj: "a"}
+	o := &object{ctx: context.Background(), store: st, key: "a.parquet", size: size, spans: c, spanObj: "a"}
 	offs := []int64{1000, 256<<10 - 500}
 	lens := []int64{5000, 1000}
 	views, ok, err := c.view(o, "a", offs, lens, true, nil)
