@@ -93,7 +93,7 @@ func (x *Blob) Data() ([]byte, error) {
 // Memfds makes memfd blobs and keeps the memory of those no longer
 // reachable from piling up (see the package doc).
 type Memfds struct {
-	limit    int64
+	limit    atomic.Int64
 	maxFiles int64 // at most this many memfds at once (0: no cap)
 	files    atomic.Int64
 	onLive   func(live int64)
@@ -119,8 +119,14 @@ type Memfds struct {
 // made, or one found unreachable), e.g. to lower the Go heap's limit by
 // what the memfds hold. It must be quick and safe for concurrent use.
 func NewMemfds(limit int64, onLive func(live int64)) *Memfds {
-	return &Memfds{limit: limit, onLive: onLive}
+	m := &Memfds{onLive: onLive}
+	m.limit.Store(limit)
+	return m
 }
+
+// SetLimit changes the live bytes past which making a memfd collects the
+// unreachable ones first (the cache holding them shrank or grew).
+func (m *Memfds) SetLimit(limit int64) { m.limit.Store(limit) }
 
 // SetMaxFiles caps the memfds alive at once: each holds a file
 // descriptor, and a cache of many small batches must not take the
@@ -352,7 +358,8 @@ func (m *Memfds) collect(n int64) bool {
 	m.gcMu.Lock()
 	defer m.gcMu.Unlock()
 	m.sinceGC += n
-	overBytes := m.live.Load()+n > m.limit && m.sinceGC >= m.limit/4
+	limit := m.limit.Load()
+	overBytes := m.live.Load()+n > limit && m.sinceGC >= limit/4
 	atCap := m.maxFiles > 0 && m.files.Load() >= m.maxFiles
 	if overBytes || atCap {
 		runtime.GC()
@@ -374,7 +381,7 @@ type MemfdStats struct {
 // Stats returns the counters; LiveBytes counts memfds not yet found
 // unreachable by a collection.
 func (m *Memfds) Stats() MemfdStats {
-	return MemfdStats{Made: m.made.Load(), Failed: m.failed.Load(), LiveBytes: m.live.Load(), PeakBytes: m.peak.Load(), Largest: m.largest.Load(), Limit: m.limit}
+	return MemfdStats{Made: m.made.Load(), Failed: m.failed.Load(), LiveBytes: m.live.Load(), PeakBytes: m.peak.Load(), Largest: m.largest.Load(), Limit: m.limit.Load()}
 }
 
 // Memfd copies b into a new sealed memfd, outside any Memfds' accounting

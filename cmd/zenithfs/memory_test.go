@@ -153,9 +153,26 @@ func readWithinBudget(t *testing.T, data string, size, budget int64, extra []str
 		Memfds *struct {
 			Made      uint64 `json:"made"`
 			PeakTotal int64  `json:"peak_rss_plus_memfds_bytes"`
+			Limit     int64  `json:"limit"`
 		} `json:"memfds"`
+		Cache struct {
+			Budget int64 `json:"budget"`
+			Max    int64 `json:"max"`
+			Scan   bool  `json:"scan"`
+		} `json:"cache"`
 	}
 	readStats(t, mnt, &st)
+	// Reading 6× the budget in order never reads a cached batch again: the
+	// cache of read batches shrank to an eighth (package cache), and with
+	// passthrough its memfds are collected past that smaller share.
+	if tooBig == "" {
+		if !st.Cache.Scan || st.Cache.Max != st.Cache.Budget/8 {
+			t.Fatalf("an in-order read of 6× the budget left the cache at %d of %d bytes (scan %v), want an eighth", st.Cache.Max, st.Cache.Budget, st.Cache.Scan)
+		}
+		if st.Memfds != nil && st.Memfds.Limit != st.Cache.Max+budget/4 {
+			t.Fatalf("memfds collected past %d bytes, want the shrunk cache's %d + the prefetch share %d", st.Memfds.Limit, st.Cache.Max, budget/4)
+		}
+	}
 	peak := rss
 	if len(extra) > 0 {
 		if st.Memfds == nil || st.Memfds.Made == 0 || st.Memfds.PeakTotal == 0 {

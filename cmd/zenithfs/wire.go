@@ -123,6 +123,24 @@ func wire(ctx context.Context, cfg *Config, log *slog.Logger, workers int, check
 		}
 		w.memfds, sealer = memfdSealer(c.Budget()+pending, onLive, log)
 	}
+	// A cache that shrinks in a scan (package cache) hands its memory to
+	// the heap: its memfds are collected past the smaller share, and the
+	// heap limit follows the live memfd bytes.
+	memfds := w.memfds
+	scanning := false // under the cache's lock
+	c.OnResize(func(max int64, scan bool) {
+		if memfds != nil {
+			memfds.SetLimit(max + pending)
+		}
+		if scan != scanning {
+			scanning = scan
+			if scan {
+				log.Info("batch cache: batches are not read again before they are evicted (a scan); shrunk to an eighth, the rest to the decoders", "max", max)
+			} else {
+				log.Info("batch cache: batches are read again; back to its share of the budget", "max", max)
+			}
+		}
+	})
 	if w.memfds != nil || limit != nil || huge != nil {
 		w.closers = append(w.closers, w.sampleMemory(20*time.Millisecond, limit, huge, log))
 	}
