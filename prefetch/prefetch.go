@@ -93,6 +93,10 @@ type reader struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	pid    int
+	// lastPut is the key this reader's own request put into the cache
+	// last: its next request for that key (the open after the lookup that
+	// built the file) is the same read, not a re-read (cache.Reopen).
+	lastPut string
 	// reads and prefetch hits per reader, for per-view stats
 }
 
@@ -179,11 +183,15 @@ func (s *Store) Get(ctx context.Context, v View, k int, readerName string) (*blo
 		s.scheduleLocked(readerName)
 		s.mu.Unlock()
 		s.st.prefetchHits.Add(1)
-		s.takePending(key, p.b)
+		s.takePending(key, p.b, readerName)
 		return p.b, nil
 	}
+	get := s.cache.Get
+	if s.readers[readerName].lastPut == key {
+		get = s.cache.Reopen
+	}
 	s.mu.Unlock()
-	if b, ok := s.cache.Get(key); ok {
+	if b, ok := get(key); ok {
 		s.st.cacheHits.Add(1)
 		s.schedule(readerName)
 		return b, nil
@@ -228,7 +236,7 @@ func (s *Store) await(ctx context.Context, v View, k int, key, readerName string
 			return nil, true, nil
 		}
 		if c.err == nil && c.spec {
-			s.takePending(key, c.b) // its result went to pending: take it
+			s.takePending(key, c.b, readerName) // its result went to pending: take it
 		}
 		return c.b, false, c.err
 	}
@@ -236,7 +244,7 @@ func (s *Store) await(ctx context.Context, v View, k int, key, readerName string
 	// is in pending (read-ahead) or in the cache (another reader's).
 	if p, ok := s.pending[key]; ok {
 		s.mu.Unlock()
-		s.takePending(key, p.b)
+		s.takePending(key, p.b, readerName)
 		return p.b, false, nil
 	}
 	if b, ok := s.cache.Get(key); ok {
@@ -272,6 +280,9 @@ func (s *Store) await(ctx context.Context, v View, k int, key, readerName string
 			s.st.errors.Add(1)
 		}
 		s.mu.Lock()
+		if c.err == nil {
+			s.notePutLocked(readerName, key)
+		}
 		delete(s.inflight, key)
 		s.urgent--
 		s.cond.Broadcast()
@@ -287,13 +298,23 @@ func (s *Store) await(ctx context.Context, v View, k int, key, readerName string
 }
 
 // takePending moves b, key's read-ahead result, from the pending buffer
-// into the cache: into the cache first, so that a request arriving
-// between the two finds it in one of them and does not build it again.
-func (s *Store) takePending(key string, b *blob.Blob) {
+// into the cache for reader: into the cache first, so that a request
+// arriving between the two finds it in one of them and does not build it
+// again.
+func (s *Store) takePending(key string, b *blob.Blob, reader string) {
 	s.cache.Put(key, b)
 	s.mu.Lock()
 	s.removePendingLocked(key)
+	s.notePutLocked(reader, key)
 	s.mu.Unlock()
+}
+
+// notePutLocked records that reader's request put key into the cache
+// (reader.lastPut); s.mu is held.
+func (s *Store) notePutLocked(reader, key string) {
+	if r := s.readers[reader]; r != nil {
+		r.lastPut = key
+	}
 }
 
 // removePendingLocked takes key out of the pending buffer; the room it

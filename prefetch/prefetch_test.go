@@ -501,3 +501,33 @@ func TestReaderThatStartedABuildCanBeInterrupted(t *testing.T) {
 		t.Fatalf("%d builds, want 1", n)
 	}
 }
+
+// The request after the one that put a batch, by the same reader (the
+// open after the lookup that built a view file), is the same read: the
+// cache does not count it as a re-read. Another reader's, or the same
+// reader's after it read something else, is one.
+func TestReopenIsNotAReread(t *testing.T) {
+	s := newStore(t, 0) // no read-ahead: every batch is put by its reader's own request
+	v := &memView{n: 10}
+	get := func(k int, reader string) {
+		t.Helper()
+		if b, err := s.Get(context.Background(), v, k, reader); err != nil || text(b) != strconv.Itoa(k) {
+			t.Fatalf("batch %d for %s: %q %v", k, reader, text(b), err)
+		}
+	}
+	reused := func() uint64 { return s.cache.Stats().Reused }
+	get(0, "r1") // the lookup builds and puts it
+	get(0, "r1") // the open
+	if n := reused(); n != 0 {
+		t.Fatalf("lookup and open of one file counted %d re-reads", n)
+	}
+	get(0, "r2")
+	if n := reused(); n != 1 {
+		t.Fatalf("another reader's read of a cached batch: %d re-reads, want 1", n)
+	}
+	get(1, "r1")
+	get(0, "r1")
+	if n := reused(); n != 2 {
+		t.Fatalf("r1 reading batch 0 again after batch 1: %d re-reads, want 2", n)
+	}
+}
