@@ -61,3 +61,30 @@ func TestSelfStatm(t *testing.T) {
 		t.Fatalf("rss %d, shared %d: want 0 < shared ≤ rss", rss, shared)
 	}
 }
+
+// During a scan the limit counts the memfds the shrunk cache and the
+// prefetched batches may hold, however few are live.
+func TestHeapLimitCountsAScansMemfds(t *testing.T) {
+	old := debug.SetMemoryLimit(-1)
+	defer debug.SetMemoryLimit(old)
+	const mib = 1 << 20
+	cur := func() int64 { return debug.SetMemoryLimit(-1) / mib }
+	h := newHeapLimit(600*mib, 100*mib, 1, 0, 0)
+	h.set(20*mib, 40*mib, 0)
+	if cur() != 540 {
+		t.Fatalf("limit %d MiB, want 540", cur())
+	}
+	h.setMemfdFloor(168 * mib)
+	if cur() != 392 {
+		t.Fatalf("limit %d MiB with 168 MiB of memfds counted at least, want 392", cur())
+	}
+	h.set(200*mib, 40*mib, 0) // more live than the floor: those count
+	if cur() != 360 {
+		t.Fatalf("limit %d MiB with 200 MiB live over a 168 MiB floor, want 360", cur())
+	}
+	h.setMemfdFloor(0)
+	h.set(20*mib, 40*mib, 0)
+	if cur() != 540 {
+		t.Fatalf("limit %d MiB after the scan, want 540", cur())
+	}
+}

@@ -126,11 +126,23 @@ func wire(ctx context.Context, cfg *Config, log *slog.Logger, workers int, check
 	// A cache that shrinks in a scan (package cache) hands its memory to
 	// the heap: its memfds are collected past the smaller share, and the
 	// heap limit follows the live memfd bytes.
+	// During a scan the heap limit still counts the memfds the shrunk
+	// cache and the prefetched batches may hold: they come back faster
+	// than a heap grown into their room can shrink (bench/peers -full:
+	// the blobs' peak passed the bound by 2 MiB when the heap took all
+	// the memory a scan freed).
 	memfds := w.memfds
 	scanning := false // under the cache's lock
 	c.OnResize(func(max int64, scan bool) {
 		if memfds != nil {
 			memfds.SetLimit(max + pending)
+			if limit != nil {
+				floor := int64(0)
+				if scan {
+					floor = max + pending
+				}
+				limit.setMemfdFloor(floor)
+			}
 		}
 		if scan != scanning {
 			scanning = scan
@@ -305,6 +317,7 @@ type heapLimit struct {
 	maxReserve           int64 // the most kept for them (one huge batch must not pin the limit at its floor)
 	absorbed             int64 // what of a burst the headroom absorbs
 	memfds, other, limit int64
+	memfdFloor           int64 // the memfds counted at least (setMemfdFloor)
 	largest              int64 // the largest batch file made so far
 }
 
@@ -312,6 +325,15 @@ func newHeapLimit(total, floor int64, builders int, absorbed, maxReserve int64) 
 	h := &heapLimit{total: total, floor: floor, builders: int64(builders), absorbed: absorbed, maxReserve: maxReserve, limit: -1}
 	h.update()
 	return h
+}
+
+// setMemfdFloor makes the limit count at least n bytes of memfds, however
+// few are live.
+func (h *heapLimit) setMemfdFloor(n int64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.memfdFloor = n
+	h.update()
 }
 
 // setMemfds follows the live memfd bytes.
@@ -337,7 +359,7 @@ func (h *heapLimit) set(memfds, other, largest int64) {
 // the target; h.mu is held (or h is not shared yet).
 func (h *heapLimit) update() {
 	reserve := min(max(h.builders*h.largest-h.absorbed, 0), h.maxReserve)
-	lim := max((h.total-h.memfds-h.other-reserve)&^(4<<20-1), h.floor)
+	lim := max((h.total-max(h.memfds, h.memfdFloor)-h.other-reserve)&^(4<<20-1), h.floor)
 	if lim == h.limit {
 		return
 	}
