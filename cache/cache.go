@@ -27,6 +27,7 @@ package cache
 
 import (
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 
@@ -321,6 +322,11 @@ func (c *Cache) clear() {
 	defer c.clearMu.Unlock()
 	if !c.closing.Load() {
 		c.rc.Clear()
+		// The values may hold what only the collector frees (memfd
+		// batches, closed by their cleanups): collect now, while the
+		// heap is still held to the limit their memory left it, so that
+		// it does not grow into their room before they are gone.
+		runtime.GC()
 	}
 }
 
