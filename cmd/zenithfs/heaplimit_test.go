@@ -87,4 +87,15 @@ func TestHeapLimitCountsAScansMemfds(t *testing.T) {
 	if cur() != 540 {
 		t.Fatalf("limit %d MiB after the scan, want 540", cur())
 	}
+	// The room kept for the memfds of batches being built is inside the
+	// floor (the prefetch share): not counted twice.
+	h = newHeapLimit(600*mib, 100*mib, 4, 0, 100*mib)
+	h.set(20*mib, 40*mib, 10*mib) // 4 builders × 10 MiB
+	if cur() != 500 {
+		t.Fatalf("limit %d MiB with 40 MiB kept for builds, want 500", cur())
+	}
+	h.setMemfdFloor(168 * mib)
+	if cur() != 392 {
+		t.Fatalf("limit %d MiB in a scan with 40 MiB kept for builds, want 392 (the floor covers them)", cur())
+	}
 }

@@ -359,7 +359,9 @@ func (h *heapLimit) set(memfds, other, largest int64) {
 // the target; h.mu is held (or h is not shared yet).
 func (h *heapLimit) update() {
 	reserve := min(max(h.builders*h.largest-h.absorbed, 0), h.maxReserve)
-	lim := max((h.total-max(h.memfds, h.memfdFloor)-h.other-reserve)&^(4<<20-1), h.floor)
+	// The reserve is for memfds about to be made: inside a scan's floor
+	// (the prefetch share), so not counted twice.
+	lim := max((h.total-max(h.memfds+reserve, h.memfdFloor)-h.other)&^(4<<20-1), h.floor)
 	if lim == h.limit {
 		return
 	}
