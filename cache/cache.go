@@ -102,10 +102,15 @@ func New(budget int64) (*Cache, error) {
 			c.evictedBytes.Add(uint64(cost))
 			c.evicted(key, cost)
 		},
-		// A value the admission policy declines is evicted at once.
+		// A value the admission policy declines for want of room is
+		// evicted at once. ristretto also "rejects" a second put of a key
+		// it is still adding (two readers taking the same prefetched
+		// batch): that one the cache holds, and it is no eviction.
 		OnReject: func(it *ristretto.Item[*entry]) {
 			c.rejected.Add(1)
-			c.evicted(itemKey(it))
+			if key, cost := itemKey(it); c.rc.RemainingCost() < cost {
+				c.evicted(key, cost)
+			}
 		},
 	})
 	if err != nil {

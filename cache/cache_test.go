@@ -3,6 +3,7 @@ package cache
 import (
 	"bytes"
 	"fmt"
+	"sync"
 	"testing"
 
 	"github.com/zenithfs/zenithfs/blob"
@@ -275,5 +276,32 @@ func TestReservedAndScanShareTheLimit(t *testing.T) {
 	}
 	if st := c.Stats(); st.Scan || st.Max != budget-2<<20 || r.max[len(r.max)-1] != st.Max {
 		t.Fatalf("after the scan with 2 MiB lent: %+v, told %v", st, r.max)
+	}
+}
+
+// Readers putting the same batches at once (each taking the same
+// prefetched batch) make ristretto "reject" the second put of a key it is
+// still adding: the cache holds the key, nothing was evicted, and no scan
+// may begin (before, one did, and the cache was emptied under readers that
+// re-read everything: prefetch.TestEveryBatchIsBuiltOnceUnderConcurrency).
+func TestConcurrentPutsOfOneKeyAreNoEvictions(t *testing.T) {
+	c, err := New(64 << 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := range 2000 {
+				c.Put(fmt.Sprint("k", k), blob.Bytes([]byte("abcd")))
+			}
+		}()
+	}
+	wg.Wait()
+	if st := c.Stats(); st.Scans != 0 || st.Evictions != 0 {
+		t.Fatalf("concurrent puts of the same keys into a cache they fit: %+v", st)
 	}
 }
