@@ -43,7 +43,6 @@ type Cache struct {
 	resMu    sync.Mutex   // orders the updates of the limit (AddReserved, scans)
 	reserved atomic.Int64 // lent to memory held elsewhere (AddReserved)
 	scan     atomic.Bool  // shrunk: evictions showed nothing read again
-	max      atomic.Int64 // the limit now
 	closing  atomic.Bool  // Close has begun: evictions are not weighed
 	shrink   atomic.Bool  // a scan began: empty the cache at the next Put
 	clearMu  sync.Mutex   // orders a Clear and Close
@@ -87,7 +86,6 @@ func New(budget int64) (*Cache, error) {
 		return nil, fmt.Errorf("cache budget %d: must be positive", budget)
 	}
 	c := &Cache{budget: budget, ghost: map[string]uint64{}}
-	c.max.Store(budget)
 	// ristretto wants ~10 counters per item it may hold; batch files are
 	// tens of KiB to MiBs, so 4 KiB per item is a generous lower bound.
 	counters := max(budget/4096*10, 10_000)
@@ -207,12 +205,11 @@ func (c *Cache) OnResize(f func(max int64, scan bool)) { c.onResize = f }
 // eighth of the budget during a scan, and never less than that eighth;
 // c.resMu is held.
 func (c *Cache) resizeLocked() {
-	floor := max(c.budget/8, 1)
-	lim := max(c.budget-max(c.reserved.Load(), 0), floor)
+	lim := max(c.budget-max(c.reserved.Load(), 0), c.floor())
 	if c.scan.Load() {
-		lim = floor
+		lim = c.floor()
 	}
-	if c.max.Swap(lim) == lim {
+	if c.rc.MaxCost() == lim {
 		return
 	}
 	c.rc.UpdateMaxCost(lim)
@@ -220,6 +217,10 @@ func (c *Cache) resizeLocked() {
 		c.onResize(lim, c.scan.Load())
 	}
 }
+
+// floor is the least the cache holds: an eighth of its budget, its limit
+// during a scan.
+func (c *Cache) floor() int64 { return max(c.budget/8, 1) }
 
 // evicted weighs the evictions a window at a time and, during a scan,
 // remembers the key: see the package doc.
@@ -263,7 +264,7 @@ func (c *Cache) addGhost(key string, cost int64) {
 	c.ghost[key] = c.ghostSeq
 	c.ghostQ = append(c.ghostQ, ghostKey{key: key, cost: cost, seq: c.ghostSeq})
 	c.ghostBytes += cost
-	for len(c.ghostQ) > 0 && c.ghostBytes > c.budget-max(c.budget/8, 1) {
+	for len(c.ghostQ) > 0 && c.ghostBytes > c.budget-c.floor() {
 		g := c.ghostQ[0]
 		c.ghostQ[0] = ghostKey{}
 		c.ghostQ = c.ghostQ[1:]
@@ -316,7 +317,7 @@ func (c *Cache) Stats() Stats {
 		Hits: c.hits.Load(), Misses: c.misses.Load(), Puts: c.puts.Load(), Rejected: c.rejected.Load(),
 		Evictions: c.evictions.Load(), EvictedBytes: c.evictedBytes.Load(),
 		Bytes: c.rc.MaxCost() - c.rc.RemainingCost(), Budget: c.budget, Reserved: c.reserved.Load(),
-		Max: c.max.Load(), Reused: c.reused.Load(), GhostHits: c.ghostHits.Load(), Scan: c.scan.Load(), Scans: c.scans.Load(),
+		Max: c.rc.MaxCost(), Reused: c.reused.Load(), GhostHits: c.ghostHits.Load(), Scan: c.scan.Load(), Scans: c.scans.Load(),
 	}
 }
 

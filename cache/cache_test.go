@@ -11,11 +11,7 @@ import (
 
 func TestBudgetRespectedUnderChurn(t *testing.T) {
 	const budget = 4 << 20
-	c, err := New(budget)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := newCache(t, budget)
 	for i := 0; i < 2000; i++ {
 		c.Put(fmt.Sprintf("k%d", i), blob.Bytes(make([]byte, 64<<10+i)))
 		if i%10 == 0 {
@@ -66,11 +62,7 @@ func mustData(t *testing.T, b *blob.Blob) []byte {
 // the cache fill again.
 func TestReservedShrinksTheCache(t *testing.T) {
 	const budget = 4 << 20
-	c, err := New(budget)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := newCache(t, budget)
 	put := func(from, n int) {
 		for i := from; i < from+n; i++ {
 			c.Put(fmt.Sprintf("k%d", i), blob.Bytes(make([]byte, 64<<10)))
@@ -97,6 +89,26 @@ func TestReservedShrinksTheCache(t *testing.T) {
 	}
 	if st := c.Stats(); st.Bytes <= 1<<20 {
 		t.Fatalf("the reserve given back, the cache still holds only %d bytes", st.Bytes)
+	}
+}
+
+// newCache is a cache of budget bytes, closed when the test ends.
+func newCache(t *testing.T, budget int64) *Cache {
+	t.Helper()
+	c, err := New(budget)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+// rereadTail reads the last files of scanned's pass over a 4 MiB cache of
+// 64 KiB files again, newest first: the shrunk cache evicted them, the
+// full one would hold them, so the misses end the scan.
+func rereadTail(c *Cache, prefix string, size int) {
+	for i := 255; i >= 200; i-- {
+		read(c, fmt.Sprintf("%s%d", prefix, i), size)
 	}
 }
 
@@ -147,11 +159,7 @@ func scanned(t *testing.T, c *Cache, prefix string, size int) {
 
 func TestScanShrinksAndRereadsGrowItBack(t *testing.T) {
 	const budget, size = 4 << 20, 64 << 10 // 64 values fit
-	c, err := New(budget)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := newCache(t, budget)
 	r := watch(c)
 	scanned(t, c, "a", size)
 	if fmt.Sprint(r.max, r.scan) != fmt.Sprint([]int64{budget / 8}, []bool{true}) {
@@ -187,17 +195,9 @@ func TestScanShrinksAndRereadsGrowItBack(t *testing.T) {
 // cache would still hold end the scan.
 func TestMissesTheFullCacheWouldServeEndAScan(t *testing.T) {
 	const budget, size = 4 << 20, 64 << 10
-	c, err := New(budget)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := newCache(t, budget)
 	scanned(t, c, "a", size)
-	// The last files of the pass were evicted by the shrunk cache, not by
-	// the full one: read them again, newest first.
-	for i := 255; i >= 200; i-- {
-		read(c, fmt.Sprintf("a%d", i), size)
-	}
+	rereadTail(c, "a", size)
 	st := c.Stats()
 	if st.Scan || st.Max != budget || st.GhostHits < unscanMinReused {
 		t.Fatalf("misses on files the full cache holds did not end the scan: %+v", st)
@@ -215,11 +215,7 @@ func TestMissesTheFullCacheWouldServeEndAScan(t *testing.T) {
 // counts as evicted: reading such batches again ends the scan.
 func TestTooBigForTheShrunkCacheCountsAsEvicted(t *testing.T) {
 	const budget = 4 << 20
-	c, err := New(budget)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := newCache(t, budget)
 	scanned(t, c, "a", 64<<10)
 	for i := range 2 * scanWindow {
 		read(c, fmt.Sprintf("big%d", i%3), 1<<20) // 1 MiB > budget/8; three of them (the full cache holds them), read in turns
@@ -231,11 +227,7 @@ func TestTooBigForTheShrunkCacheCountsAsEvicted(t *testing.T) {
 
 func TestNoScanWhenTheDataFits(t *testing.T) {
 	const budget, size = 4 << 20, 64 << 10
-	c, err := New(budget)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := newCache(t, budget)
 	for epoch := range 3 {
 		for i := range 48 { // three quarters of the budget
 			read(c, fmt.Sprintf("k%d", i), size)
@@ -251,11 +243,7 @@ func TestNoScanWhenTheDataFits(t *testing.T) {
 
 func TestReservedAndScanShareTheLimit(t *testing.T) {
 	const budget = 4 << 20
-	c, err := New(budget)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := newCache(t, budget)
 	r := watch(c)
 	c.AddReserved(1 << 20)
 	if st := c.Stats(); st.Max != budget-1<<20 || r.max[len(r.max)-1] != st.Max {
@@ -271,9 +259,7 @@ func TestReservedAndScanShareTheLimit(t *testing.T) {
 	if st := c.Stats(); st.Max != budget/8 {
 		t.Fatalf("lent during a scan: limit %d, want the floor %d", st.Max, budget/8)
 	}
-	for i := 255; i >= 200; i-- { // end the scan (see above)
-		read(c, fmt.Sprintf("a%d", i), 64<<10)
-	}
+	rereadTail(c, "a", 64<<10) // ends the scan
 	if st := c.Stats(); st.Scan || st.Max != budget-2<<20 || r.max[len(r.max)-1] != st.Max {
 		t.Fatalf("after the scan with 2 MiB lent: %+v, told %v", st, r.max)
 	}
@@ -285,11 +271,7 @@ func TestReservedAndScanShareTheLimit(t *testing.T) {
 // may begin (before, one did, and the cache was emptied under readers that
 // re-read everything: prefetch.TestEveryBatchIsBuiltOnceUnderConcurrency).
 func TestConcurrentPutsOfOneKeyAreNoEvictions(t *testing.T) {
-	c, err := New(64 << 20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := newCache(t, 64<<20)
 	var wg sync.WaitGroup
 	for range 8 {
 		wg.Add(1)

@@ -125,21 +125,21 @@ func wire(ctx context.Context, cfg *Config, log *slog.Logger, workers int, check
 	}
 	// A cache that shrinks in a scan (package cache) hands its memory to
 	// the heap: its memfds are collected past the smaller share, and the
-	// heap limit follows the live memfd bytes.
-	// During a scan the heap limit still counts the memfds the shrunk
-	// cache and the prefetched batches may hold: they come back faster
-	// than a heap grown into their room can shrink (bench/peers -full:
-	// the blobs' peak passed the bound by 2 MiB when the heap took all
-	// the memory a scan freed).
+	// heap limit follows the live memfd bytes. During a scan the limit
+	// still counts that share, whatever is live: those memfds come back
+	// faster than a heap grown into their room can shrink (bench/peers
+	// -full: the blobs' peak passed the bound when the heap took all the
+	// memory a scan freed).
 	memfds := w.memfds
 	scanning := false // under the cache's lock
 	c.OnResize(func(max int64, scan bool) {
 		if memfds != nil {
-			memfds.SetLimit(max + pending)
+			share := max + pending
+			memfds.SetLimit(share)
 			if limit != nil {
 				floor := int64(0)
 				if scan {
-					floor = max + pending
+					floor = share
 				}
 				limit.setMemfdFloor(floor)
 			}
