@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -12,48 +14,47 @@ import (
 	"github.com/apache/arrow-go/v18/parquet"
 	"github.com/apache/arrow-go/v18/parquet/compress"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
+
+	"github.com/zenithfs/zenithfs/internal/sampledata"
 )
 
-// benchParquet is a Parquet file of rows rows in row groups of rg rows:
-// the bench's "table" shape (numbers and two string columns, Snappy) or
-// its "blobs" shape (64 KiB binary values, uncompressed).
-func benchParquet(b *testing.B, blobs bool, rows, rg int64) []byte {
+// tableParquet is the mixed sample (internal/sampledata) as Parquet: rows
+// rows in row groups of rg.
+func tableParquet(b *testing.B, rows, rg int64) []byte {
 	b.Helper()
-	fields := []arrow.Field{
-		{Name: "id", Type: arrow.PrimitiveTypes.Int64},
-		{Name: "score", Type: arrow.PrimitiveTypes.Float64, Nullable: true},
-		{Name: "category", Type: arrow.BinaryTypes.String},
-		{Name: "text", Type: arrow.BinaryTypes.String, Nullable: true},
+	path := filepath.Join(b.TempDir(), "table.parquet")
+	if err := sampledata.WriteParquet(path, rows, rg); err != nil {
+		b.Fatal(err)
 	}
-	codec := compress.Codecs.Snappy
-	if blobs {
-		fields = []arrow.Field{{Name: "id", Type: arrow.PrimitiveTypes.Int64}, {Name: "image", Type: arrow.BinaryTypes.Binary}}
-		codec = compress.Codecs.Uncompressed
+	data, err := os.ReadFile(path)
+	if err != nil {
+		b.Fatal(err)
 	}
-	schema := arrow.NewSchema(fields, nil)
-	rb := array.NewRecordBuilder(memory.DefaultAllocator, schema)
-	defer rb.Release()
+	return data
+}
+
+// blobsParquet is rows 64 KiB binary values, uncompressed, in row groups
+// of rg (bench/peers' blobs shape).
+func blobsParquet(b *testing.B, rows, rg int64) []byte {
+	b.Helper()
+	schema := arrow.NewSchema([]arrow.Field{{Name: "image", Type: arrow.BinaryTypes.Binary}}, nil)
+	bb := array.NewBinaryBuilder(memory.DefaultAllocator, arrow.BinaryTypes.Binary)
+	defer bb.Release()
 	rng := rand.New(rand.NewPCG(1, 2))
-	const words = "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt ut labore et dolore"
 	blob := make([]byte, 64<<10)
-	for r := range rows {
-		rb.Field(0).(*array.Int64Builder).Append(r)
-		if blobs {
-			for i := range blob {
-				blob[i] = byte(rng.Uint32())
-			}
-			rb.Field(1).(*array.BinaryBuilder).Append(blob)
-			continue
+	for range rows {
+		for i := range blob {
+			blob[i] = byte(rng.Uint32())
 		}
-		rb.Field(1).(*array.Float64Builder).Append(rng.NormFloat64())
-		rb.Field(2).(*array.StringBuilder).Append([]string{"books", "music", "video", "games"}[rng.IntN(4)])
-		i := rng.IntN(len(words) - 40)
-		rb.Field(3).(*array.StringBuilder).Append(words[i : i+8+rng.IntN(32)])
+		bb.Append(blob)
 	}
-	rec := rb.NewRecordBatch()
+	col := bb.NewArray()
+	defer col.Release()
+	rec := array.NewRecordBatch(schema, []arrow.Array{col}, rows)
 	defer rec.Release()
 	var buf bytes.Buffer
-	w, err := pqarrow.NewFileWriter(schema, &buf, parquet.NewWriterProperties(parquet.WithMaxRowGroupLength(rg), parquet.WithCompression(codec)), pqarrow.NewArrowWriterProperties(pqarrow.WithStoreSchema()))
+	props := parquet.NewWriterProperties(parquet.WithMaxRowGroupLength(rg), parquet.WithCompression(compress.Codecs.Uncompressed))
+	w, err := pqarrow.NewFileWriter(schema, &buf, props, pqarrow.NewArrowWriterProperties(pqarrow.WithStoreSchema()))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -67,15 +68,18 @@ func benchParquet(b *testing.B, blobs bool, rows, rg int64) []byte {
 }
 
 // BenchmarkReadParquetRowGroup decodes one row group at a time, as a batch
-// build does.
+// build does: the mixed sample in row groups of 16384 rows, and 1 MiB
+// row groups of blobs.
 func BenchmarkReadParquetRowGroup(b *testing.B) {
 	for _, tc := range []struct {
-		name     string
-		blobs    bool
-		rows, rg int64
-	}{{"table", false, 65536, 16384}, {"blobs", true, 64, 16}} {
-		obj := &memObject{b: benchParquet(b, tc.blobs, tc.rows, tc.rg)}
+		name string
+		file func(*testing.B) []byte
+	}{
+		{"table", func(b *testing.B) []byte { return tableParquet(b, 65536, 16384) }},
+		{"blobs", func(b *testing.B) []byte { return blobsParquet(b, 64, 16) }},
+	} {
 		b.Run(tc.name, func(b *testing.B) {
+			obj := &memObject{b: tc.file(b)}
 			f, err := Index(context.Background(), "x.parquet", obj, Options{})
 			if err != nil {
 				b.Fatal(err)
@@ -83,7 +87,6 @@ func BenchmarkReadParquetRowGroup(b *testing.B) {
 			r := NewReader(f)
 			b.SetBytes(obj.Size() / int64(len(f.Segments)))
 			b.ReportAllocs()
-			b.ResetTimer()
 			for i := 0; b.Loop(); i++ {
 				rec, err := r.ReadSegment(context.Background(), obj, i%len(f.Segments))
 				if err != nil {
